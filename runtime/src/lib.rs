@@ -57,9 +57,29 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Option<F::Outp
     async_std::future::timeout(duration, future).await.ok()
 }
 
-/// Binds a TCP listener.
-pub async fn bind(addr: &str) -> io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// Binds a TCP listener with a listen backlog of `backlog` connections.
+///
+/// The default backlog of many runtimes (128) makes a burst of thousands of
+/// connects wait for SYN retransmits; a chat server that expects bursts
+/// asks for a deeper queue (the kernel caps it at `net.core.somaxconn`).
+pub fn bind(addr: &str, backlog: i32) -> io::Result<TcpListener> {
+    use std::net::ToSocketAddrs;
+    let mut last_err = io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing");
+    for addr in addr.to_socket_addrs()? {
+        let domain = socket2::Domain::for_address(addr);
+        let socket =
+            socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        match socket.bind(&addr.into()).and_then(|()| socket.listen(backlog)) {
+            Ok(()) => {
+                socket.set_nonblocking(true)?;
+                let std_listener: std::net::TcpListener = socket.into();
+                return Ok(TcpListener::from(std_listener));
+            }
+            Err(e) => last_err = e,
+        }
+    }
+    Err(last_err)
 }
 
 /// Opens a TCP connection.

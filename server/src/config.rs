@@ -1,0 +1,129 @@
+//! Server options: the names PROTOCOL.md fixes, each also settable by env var.
+
+use std::time::Duration;
+
+use clap::Parser;
+use natter_protocol::Limits;
+
+/// natter-server: a WebSocket chat server.
+///
+/// Clients connect to ws://HOST:PORT/ws (optionally ?nick=NAME) and speak the
+/// JSON protocol described in protocol/README.md. Every option can also be
+/// set through the environment variable shown beside it. Logs go to stderr
+/// and are controlled by RUST_LOG (default: info).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "natter-server", version, about, long_about)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "NATTER_LISTEN", default_value = "127.0.0.1:7878")]
+    pub listen: String,
+
+    /// Most connections served at once; the next upgrade gets HTTP 503.
+    #[arg(long, env = "NATTER_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Largest incoming message in bytes, all fragments together (else close 1009).
+    #[arg(long, env = "NATTER_MAX_MESSAGE_BYTES", default_value_t = 65_536)]
+    pub max_message_bytes: usize,
+
+    /// Largest `text` of a say or whisper, in bytes (else `text_too_long`).
+    #[arg(long, env = "NATTER_MAX_TEXT_BYTES", default_value_t = 4096)]
+    pub max_text_bytes: usize,
+
+    /// Rooms one connection may be in at once (else `too_many_rooms`).
+    #[arg(long, env = "NATTER_MAX_ROOMS_PER_CONNECTION", default_value_t = 32)]
+    pub max_rooms_per_connection: usize,
+
+    /// Incoming messages per second per connection; 0 turns rate limiting off.
+    #[arg(long, env = "NATTER_RATE", default_value_t = 20)]
+    pub rate: u32,
+
+    /// Messages a connection may send in a burst above the rate.
+    #[arg(long, env = "NATTER_BURST", default_value_t = 40)]
+    pub burst: u32,
+
+    /// Messages kept per room for history and `since` recovery.
+    #[arg(long, env = "NATTER_HISTORY", default_value_t = 100)]
+    pub history: usize,
+
+    /// Outbound frames queued per connection before it counts as a slow consumer.
+    #[arg(long, env = "NATTER_QUEUE", default_value_t = 256)]
+    pub queue: usize,
+
+    /// Seconds a graceful shutdown may take before the server exits anyway.
+    #[arg(long, env = "NATTER_SHUTDOWN_GRACE", default_value_t = 5.0)]
+    pub shutdown_grace: f64,
+
+    /// Rooms retained in all; past it the least recently active empty room is evicted.
+    #[arg(long, env = "NATTER_MAX_ROOMS", default_value_t = 1000)]
+    pub max_rooms: usize,
+
+    /// Seconds a new socket has to complete its HTTP upgrade.
+    #[arg(long, env = "NATTER_HANDSHAKE_TIMEOUT", default_value_t = 10.0)]
+    pub handshake_timeout: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The defaults live in the clap attributes; parse an empty command line.
+        Config::parse_from(["natter-server"])
+    }
+}
+
+impl Config {
+    /// A configuration for tests: loopback, a free port, defaults otherwise.
+    pub fn local() -> Self {
+        Config {
+            listen: "127.0.0.1:0".into(),
+            ..Config::default()
+        }
+    }
+
+    /// The limits announced to clients in `welcome`.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_message_bytes: self.max_message_bytes,
+            max_text_bytes: self.max_text_bytes,
+            rate_per_sec: self.rate,
+            burst: self.burst,
+            max_rooms_per_connection: self.max_rooms_per_connection,
+        }
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        secs(self.shutdown_grace)
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        secs(self.handshake_timeout)
+    }
+
+    /// Rejects settings that would make the server unusable, with a reason.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_connections == 0 {
+            return Err("--max-connections must be at least 1".into());
+        }
+        if self.queue == 0 {
+            return Err("--queue must be at least 1".into());
+        }
+        if self.max_message_bytes < 128 {
+            return Err("--max-message-bytes must be at least 128".into());
+        }
+        if self.rate > 0 && self.burst == 0 {
+            return Err("--burst must be at least 1 when --rate is not 0".into());
+        }
+        for (name, v) in [
+            ("--shutdown-grace", self.shutdown_grace),
+            ("--handshake-timeout", self.handshake_timeout),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("{name} must be a number of seconds >= 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+}

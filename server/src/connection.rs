@@ -1,0 +1,244 @@
+//! The connection task: one spawned task per client, from the first HTTP
+//! byte to the last close frame.
+//!
+//! Inside the task two halves run concurrently (`futures::join`-style, not
+//! two spawned tasks, so they share the task's lifetime and its slot):
+//! - the **reader** reads frames, enforces the rate limit and hands each
+//!   request to the [`Handler`], one after another, so replies come back in
+//!   request order;
+//! - the **writer** ([`crate::writer`]) drains the connection's outbox.
+//!
+//! Whatever ends the reader — the client's close, abuse, a slow-consumer
+//! kick, shutdown — becomes a [`CloseReason`] on the outbox. The writer
+//! then delivers what is still queued (unless the reason discards it), sends
+//! the matching close frame, and the socket is let go with a linger.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::error::ProtocolError;
+use async_tungstenite::tungstenite::protocol::Role;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use async_tungstenite::WebSocketReceiver;
+use futures::future::{Either, select};
+use futures::{FutureExt, StreamExt};
+use natter_protocol::{ErrorCode, PROTOCOL_VERSION, ServerMessage, Welcome};
+use natter_runtime::{TcpStream, timeout};
+
+use crate::closing::linger;
+use crate::handler::{self, Handler};
+use crate::handshake::{self, HttpRefusal};
+use crate::outbox::{CloseReason, Outbox};
+use crate::rate::{FloodMeter, TokenBucket};
+use crate::registry::{ConnId, encode};
+use crate::server::ServerState;
+
+/// How long the writer may take to deliver what is left and close, once
+/// the reader has stopped (shutdown has its own, server-wide grace period).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves one accepted socket to the end. The caller holds its slot.
+pub async fn run(mut stream: TcpStream, peer: SocketAddr, id: ConnId, state: Arc<ServerState>) {
+    let request = {
+        let read = pin!(timeout(
+            state.config.handshake_timeout(),
+            handshake::read_request(&mut stream)
+        ));
+        let stop = pin!(state.shutdown.wait());
+        match select(read, stop).await {
+            Either::Left((read, _)) => read,
+            Either::Right(((), _)) => Some(Ok(Err(HttpRefusal::shutting_down()))),
+        }
+    };
+    let upgrade = match request {
+        None => {
+            log::debug!("connection {id} from {peer}: handshake timed out");
+            return;
+        }
+        Some(Err(e)) => {
+            log::debug!("connection {id} from {peer}: handshake failed: {e}");
+            return;
+        }
+        Some(Ok(Err(refusal))) => return refuse(stream, id, peer, &refusal).await,
+        Some(Ok(Ok(upgrade))) if state.shutdown.is_triggered() => {
+            drop(upgrade);
+            return refuse(stream, id, peer, &HttpRefusal::shutting_down()).await;
+        }
+        Some(Ok(Ok(upgrade))) => upgrade,
+    };
+    if let Err(e) = handshake::accept(&mut stream, &upgrade.key).await {
+        log::debug!("connection {id} from {peer}: could not complete upgrade: {e}");
+        return;
+    }
+    let raw = stream.clone();
+    let ws = WebSocketStream::from_partially_read(
+        stream,
+        upgrade.leftover,
+        Role::Server,
+        Some(state.ws_config),
+    )
+    .await;
+    serve(ws, id, peer, upgrade.nick.as_deref(), &state).await;
+    linger(raw).await;
+}
+
+/// Answers a handshake with an HTTP error and lets the socket go.
+pub async fn refuse(mut stream: TcpStream, id: ConnId, peer: SocketAddr, refusal: &HttpRefusal) {
+    log::debug!("connection {id} from {peer}: HTTP {} {}", refusal.status, refusal.reason);
+    if handshake::refuse(&mut stream, refusal).await.is_ok() {
+        linger(stream).await;
+    }
+}
+
+/// Runs an upgraded connection: registers it, runs reader and writer, and
+/// leaves the registry however it ends.
+async fn serve(
+    ws: WebSocketStream<TcpStream>,
+    id: ConnId,
+    peer: SocketAddr,
+    wanted_nick: Option<&str>,
+    state: &ServerState,
+) {
+    let (sink, stream) = ws.split();
+    let headroom = state.config.max_rooms_per_connection + 2;
+    let (outbox, rx) = Outbox::new(state.config.queue, headroom);
+    let limits = state.limits;
+    let nick = state
+        .registry
+        .connect(id, wanted_nick, outbox.clone(), |nick, nick_error| {
+            encode(&ServerMessage::Welcome(Welcome {
+                nick: nick.to_owned(),
+                protocol: PROTOCOL_VERSION,
+                server: crate::SERVER_NAME.to_owned(),
+                limits,
+                nick_error,
+            }))
+        })
+        .await;
+    log::debug!("connection {id} from {peer}: joined as {nick}");
+
+    let reader = async {
+        let reason = read_requests(stream, id, &outbox, state).await;
+        if reason == CloseReason::Shutdown {
+            outbox.push_own(encode(&ServerMessage::Shutdown {
+                reason: "server shutting down".into(),
+            }));
+        }
+        outbox.close(reason);
+        // Leave the rooms before the close frame goes out: the others hear
+        // the `leave` at once, and nothing more is queued for this client.
+        state.registry.disconnect(id).await;
+        reason
+    };
+    let writer = crate::writer::run(sink, rx, &outbox);
+    let (reader, writer) = (pin!(reader), pin!(writer));
+    match select(reader, writer).await {
+        Either::Left((reason, writer)) => {
+            log::debug!("connection {id} ({peer}): closing: {reason:?}");
+            if timeout(CLOSE_TIMEOUT, writer).await.is_none() {
+                log::info!("connection {id} ({peer}): peer did not take its last frames in time");
+            }
+        }
+        Either::Right(((), reader)) => {
+            // The writer only ends first when the socket failed; the reader
+            // sees the abandoned outbox and stops.
+            let reason = reader.await;
+            log::debug!("connection {id} ({peer}): closed: {reason:?}");
+        }
+    }
+}
+
+/// Reads and handles requests until something ends the connection.
+async fn read_requests(
+    mut stream: WebSocketReceiver<TcpStream>,
+    id: ConnId,
+    outbox: &Outbox,
+    state: &ServerState,
+) -> CloseReason {
+    let config = &state.config;
+    let handler = Handler {
+        registry: &state.registry,
+        id,
+        max_text_bytes: config.max_text_bytes,
+    };
+    let mut bucket = TokenBucket::new(config.rate, config.burst);
+    let mut flood = FloodMeter::default();
+    let work = async {
+        loop {
+            // Backpressure for pipelining clients: don't read the next
+            // request while this client's own replies are piling up.
+            outbox.wait_for_space().await;
+            let message = match stream.next().await {
+                None => return CloseReason::Gone,
+                Some(Err(e)) => return reason_for(&e, id),
+                Some(Ok(message)) => message,
+            };
+            let text = match message {
+                Message::Text(text) => text,
+                Message::Binary(_) => return CloseReason::Binary,
+                Message::Close(_) => return CloseReason::PeerClosed,
+                // tungstenite answers pings itself.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            };
+            let now = Instant::now();
+            if !bucket.try_take(now) {
+                outbox.push_own(handler::rate_limited(&text, config.rate, config.burst));
+                if flood.record(now) {
+                    log::warn!("connection {id}: flooding, disconnecting");
+                    return CloseReason::Flooding;
+                }
+                continue;
+            }
+            // A bug in one request must not take the server down: the panic
+            // is contained to this connection, which is closed with 1011.
+            match AssertUnwindSafe(handler.handle(&text)).catch_unwind().await {
+                Ok(reply) => outbox.push_own(reply),
+                Err(_) => {
+                    log::error!("connection {id}: request handler panicked; closing with 1011");
+                    outbox.push_own(encode_internal());
+                    return CloseReason::Internal;
+                }
+            }
+        }
+    };
+    let stop = async {
+        let shutdown = pin!(state.shutdown.wait());
+        let aborted = pin!(outbox.aborted());
+        match select(shutdown, aborted).await {
+            Either::Left(_) => CloseReason::Shutdown,
+            Either::Right(_) => outbox.reason().unwrap_or(CloseReason::Gone),
+        }
+    };
+    match select(pin!(work), pin!(stop)).await {
+        Either::Left((reason, _)) | Either::Right((reason, _)) => reason,
+    }
+}
+
+fn encode_internal() -> crate::outbox::Frame {
+    crate::outbox::Frame::from(natter_protocol::encode_error(
+        None,
+        ErrorCode::Internal,
+        "internal error while handling the request",
+    ))
+}
+
+/// Maps a WebSocket read error to how the connection closes.
+fn reason_for(e: &WsError, id: ConnId) -> CloseReason {
+    let reason = match e {
+        WsError::Capacity(_) => CloseReason::TooBig,
+        WsError::Utf8(_) => CloseReason::BadUtf8,
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => CloseReason::Gone,
+        WsError::Protocol(_) | WsError::AttackAttempt => CloseReason::ProtocolViolation,
+        _ => CloseReason::Gone,
+    };
+    if reason != CloseReason::Gone {
+        log::info!("connection {id}: {e}; closing ({reason:?})");
+    } else {
+        log::debug!("connection {id}: read ended: {e}");
+    }
+    reason
+}

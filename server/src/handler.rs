@@ -1,0 +1,164 @@
+//! Turns one request into exactly one reply: decode, validate, carry out.
+//!
+//! The registry does the shared-state work; this module owns the rules a
+//! request must pass before it gets there and the words of every error.
+
+use natter_protocol::message::{JoinOk, Reply};
+use natter_protocol::names::{validate_nick, validate_room, validate_text};
+use natter_protocol::{ErrorCode, Id, Request, decode_request, encode_error, encode_ok};
+use serde_json::value::RawValue;
+
+use crate::outbox::Frame;
+use crate::registry::{ConnId, Registry};
+
+/// An error reply's code and human-readable message.
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl From<ErrorCode> for Refusal {
+    fn from(code: ErrorCode) -> Refusal {
+        let message = match code {
+            ErrorCode::InvalidNick => "a nick is 1-32 characters of A-Z a-z 0-9 _ -",
+            ErrorCode::InvalidRoom => "a room is 1-64 characters of a-z 0-9 _ - .",
+            ErrorCode::NickTaken => "that nick is taken",
+            ErrorCode::NoSuchUser => "nobody has that nick",
+            ErrorCode::EmptyText => "text must contain a non-whitespace character",
+            ErrorCode::TooManyRooms => "you are in too many rooms",
+            ErrorCode::NotMember => "you are not in that room",
+            _ => "request failed",
+        };
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a connection needs to handle its requests.
+pub struct Handler<'a> {
+    pub registry: &'a Registry,
+    pub id: ConnId,
+    pub max_text_bytes: usize,
+}
+
+impl Handler<'_> {
+    /// Handles one text message and returns the encoded reply.
+    pub async fn handle(&self, text: &str) -> Frame {
+        let envelope = match decode_request(text) {
+            Ok(envelope) => envelope,
+            Err(e) => return Frame::from(encode_error(e.id.as_ref(), e.code, &e.message)),
+        };
+        let id = envelope.id.as_ref();
+        match self.dispatch(envelope.request, id).await {
+            Ok(frame) => frame,
+            Err(refusal) => Frame::from(encode_error(id, refusal.code, &refusal.message)),
+        }
+    }
+
+    async fn dispatch(&self, request: Request, id: Option<&Id>) -> Result<Frame, Refusal> {
+        let reg = self.registry;
+        let ok = |reply: Reply| Frame::from(encode_ok(id, &reply));
+        Ok(match request {
+            Request::Nick { nick } => {
+                validate_nick(&nick)?;
+                let nick = reg.rename(self.id, &nick).await?;
+                ok(Reply::Nick { nick })
+            }
+            Request::Join { room, since, epoch } => {
+                validate_room(&room)?;
+                let joined = reg.join(self.id, &room, since, epoch.as_deref()).await?;
+                // History frames are already-encoded message events; embed
+                // them verbatim instead of decoding and re-encoding.
+                let history: Vec<&RawValue> = joined
+                    .history
+                    .frames
+                    .iter()
+                    .filter_map(|f| serde_json::from_str(f.as_str()).ok())
+                    .collect();
+                let body = JoinOk {
+                    room,
+                    members: joined.members,
+                    seq: joined.seq,
+                    epoch: joined.epoch,
+                    history,
+                    complete: joined.history.complete,
+                };
+                Frame::from(encode_ok(id, &body))
+            }
+            Request::Leave { room } => {
+                validate_room(&room)?;
+                reg.leave(self.id, &room).await.map_err(|code| not_member(code, &room))?;
+                ok(Reply::Leave { room })
+            }
+            Request::Say { room, text } => {
+                validate_room(&room)?;
+                self.check_text(&text)?;
+                let seq = reg
+                    .say(self.id, &room, &text)
+                    .await
+                    .map_err(|code| not_member(code, &room))?;
+                ok(Reply::Say { room, seq })
+            }
+            Request::Whisper { to, text } => {
+                validate_nick(&to)?;
+                self.check_text(&text)?;
+                let to = reg.whisper(self.id, &to, &text).await.map_err(|code| {
+                    if code == ErrorCode::NoSuchUser {
+                        Refusal {
+                            code,
+                            message: format!("nobody is called '{to}'"),
+                        }
+                    } else {
+                        code.into()
+                    }
+                })?;
+                ok(Reply::Whisper { to })
+            }
+            Request::Rooms => ok(Reply::Rooms {
+                rooms: reg.rooms().await,
+            }),
+            Request::Who { room } => {
+                validate_room(&room)?;
+                let members = reg.who(&room).await;
+                ok(Reply::Who { room, members })
+            }
+        })
+    }
+
+    fn check_text(&self, text: &str) -> Result<(), Refusal> {
+        validate_text(text, self.max_text_bytes).map_err(|code| match code {
+            ErrorCode::TextTooLong => Refusal {
+                code,
+                message: format!("text is {} bytes; the limit is {}", text.len(), self.max_text_bytes),
+            },
+            code => code.into(),
+        })
+    }
+}
+
+fn not_member(code: ErrorCode, room: &str) -> Refusal {
+    if code == ErrorCode::NotMember {
+        Refusal {
+            code,
+            message: format!("you are not in room '{room}'"),
+        }
+    } else {
+        code.into()
+    }
+}
+
+/// The reply to a message refused by the rate limiter. The request is not
+/// carried out, but its id is echoed when it can be read.
+pub fn rate_limited(text: &str, rate: u32, burst: u32) -> Frame {
+    let id: Option<Id> = match decode_request(text) {
+        Ok(envelope) => envelope.id,
+        Err(e) => e.id,
+    };
+    Frame::from(encode_error(
+        id.as_ref(),
+        ErrorCode::RateLimited,
+        &format!("slow down: at most {rate} messages per second (burst {burst})"),
+    ))
+}

@@ -1,0 +1,257 @@
+//! The HTTP side of a connection: reading the upgrade request and answering
+//! it, 101 or a clear HTTP error.
+//!
+//! natter parses the request itself (with httparse) instead of using
+//! tungstenite's handshake because the contract fixes an answer for every
+//! case — 404 off `/ws`, 4xx for a broken upgrade, 505 for another HTTP
+//! version, 503 at the cap — and a refused socket must get that answer, not
+//! a dropped connection. Once the request is judged valid, the 101 is
+//! written here and the socket is handed to async-tungstenite as a raw
+//! WebSocket stream, including any bytes the client sent early.
+
+use std::io;
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use natter_protocol::CHAT_PATH;
+use natter_runtime::TcpStream;
+
+/// Largest request head accepted (request line plus headers).
+pub const MAX_HEAD_BYTES: usize = 8192;
+const MAX_HEADERS: usize = 64;
+
+/// A valid WebSocket upgrade on the chat path.
+#[derive(Debug)]
+pub struct Upgrade {
+    pub key: String,
+    /// The `nick` query parameter, percent-decoded, if given.
+    pub nick: Option<String>,
+    /// Bytes that arrived after the request head (early WebSocket frames).
+    pub leftover: Vec<u8>,
+}
+
+/// An HTTP error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRefusal {
+    pub status: u16,
+    pub reason: &'static str,
+    pub headers: Vec<(&'static str, &'static str)>,
+    pub body: &'static str,
+}
+
+impl HttpRefusal {
+    fn new(status: u16, reason: &'static str, body: &'static str) -> Self {
+        HttpRefusal {
+            status,
+            reason,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    fn with(mut self, name: &'static str, value: &'static str) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// The answer when every connection slot is taken.
+    pub fn server_full() -> Self {
+        HttpRefusal::new(503, "Service Unavailable", "server is full, try again later\n")
+            .with("Retry-After", "1")
+    }
+
+    /// The answer to a handshake caught by shutdown.
+    pub fn shutting_down() -> Self {
+        HttpRefusal::new(503, "Service Unavailable", "server is shutting down\n")
+            .with("Retry-After", "5")
+    }
+}
+
+/// Reads the request head and judges it. `Err` is an I/O failure or EOF
+/// before a full head arrived; the caller just drops the socket then.
+pub async fn read_request(stream: &mut TcpStream) -> io::Result<Result<Upgrade, HttpRefusal>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let verdict = judge(&req);
+                return Ok(verdict.map(|(key, nick)| Upgrade {
+                    key,
+                    nick,
+                    leftover: buf[len..].to_vec(),
+                }));
+            }
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+                return Ok(Err(too_large()));
+            }
+            Ok(httparse::Status::Partial) => continue,
+            Err(httparse::Error::Version) => return Ok(Err(bad_version())),
+            Err(httparse::Error::TooManyHeaders) => return Ok(Err(too_large())),
+            Err(_) => {
+                return Ok(Err(HttpRefusal::new(400, "Bad Request", "malformed HTTP request\n")));
+            }
+        }
+    }
+}
+
+fn too_large() -> HttpRefusal {
+    HttpRefusal::new(431, "Request Header Fields Too Large", "request head too large\n")
+}
+
+fn bad_version() -> HttpRefusal {
+    HttpRefusal::new(505, "HTTP Version Not Supported", "only HTTP/1.1 is supported\n")
+}
+
+/// Decides what a complete request deserves, in the order a client would
+/// want to learn it: version, path, method, then the upgrade headers.
+fn judge(req: &httparse::Request) -> Result<(String, Option<String>), HttpRefusal> {
+    if req.version != Some(1) {
+        return Err(bad_version());
+    }
+    let target = req.path.unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if path != CHAT_PATH {
+        return Err(HttpRefusal::new(404, "Not Found", "the chat endpoint is /ws\n"));
+    }
+    if req.method != Some("GET") {
+        return Err(
+            HttpRefusal::new(405, "Method Not Allowed", "the upgrade must be a GET\n")
+                .with("Allow", "GET"),
+        );
+    }
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+            .collect::<Vec<_>>()
+    };
+    let has_token = |name: &str, token: &str| {
+        header(name)
+            .iter()
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
+        return Err(HttpRefusal::new(
+            426,
+            "Upgrade Required",
+            "this endpoint only speaks WebSocket\n",
+        )
+        .with("Upgrade", "websocket")
+        .with("Connection", "Upgrade"));
+    }
+    if header("sec-websocket-version").as_slice() != ["13"] {
+        return Err(HttpRefusal::new(
+            426,
+            "Upgrade Required",
+            "unsupported WebSocket version; use 13\n",
+        )
+        .with("Sec-WebSocket-Version", "13"));
+    }
+    let key = match header("sec-websocket-key").as_slice() {
+        [key] if is_valid_key(key.trim()) => key.trim().to_owned(),
+        _ => {
+            return Err(HttpRefusal::new(
+                400,
+                "Bad Request",
+                "missing or malformed Sec-WebSocket-Key\n",
+            ));
+        }
+    };
+    let nick = form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "nick")
+        .map(|(_, value)| value.into_owned());
+    Ok((key, nick))
+}
+
+/// A key is 16 random bytes in base64: 22 significant characters and `==`.
+fn is_valid_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    b.len() == 24
+        && b[22..] == *b"=="
+        && b[..22]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+}
+
+/// Writes the 101 that completes the upgrade.
+pub async fn accept(stream: &mut TcpStream, key: &str) -> io::Result<()> {
+    let accept = async_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.flush().await
+}
+
+/// Writes an HTTP error answer; the caller then closes with a linger.
+pub async fn refuse(stream: &mut TcpStream, refusal: &HttpRefusal) -> io::Result<()> {
+    let mut response = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+        refusal.status,
+        refusal.reason,
+        refusal.body.len()
+    );
+    for (name, value) in &refusal.headers {
+        response.push_str(&format!("{name}: {value}\r\n"));
+    }
+    response.push_str("\r\n");
+    response.push_str(refusal.body);
+    stream.write_all(response.as_bytes()).await?;
+    stream.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judge_text(text: &str) -> Result<(String, Option<String>), u16> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(text.as_bytes()) {
+            Ok(httparse::Status::Complete(_)) => judge(&req).map_err(|r| r.status),
+            Err(httparse::Error::Version) => Err(505),
+            other => panic!("unexpected parse result {other:?}"),
+        }
+    }
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn upgrade(path: &str, extra: &str) -> String {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n{extra}\r\n"
+        )
+    }
+
+    #[test]
+    fn valid_upgrade_with_nick() {
+        let (key, nick) = judge_text(&upgrade("/ws?x=1&nick=al%69ce&nick=bob", "")).unwrap();
+        assert_eq!(key, KEY);
+        assert_eq!(nick.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(judge_text(&upgrade("/", "")), Err(404));
+        assert_eq!(judge_text(&upgrade("/wsx", "")), Err(404));
+        assert_eq!(judge_text("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n"), Err(426));
+        assert_eq!(judge_text("GET /ws HTTP/1.0\r\n\r\n"), Err(505));
+        assert_eq!(judge_text("GET /ws HTTP/2.0\r\n\r\n"), Err(505));
+        let post = upgrade("/ws", "").replacen("GET", "POST", 1);
+        assert_eq!(judge_text(&post), Err(405));
+        let v8 = upgrade("/ws", "").replace("Version: 13", "Version: 8");
+        assert_eq!(judge_text(&v8), Err(426));
+        let nokey = upgrade("/ws", "").replace(&format!("Sec-WebSocket-Key: {KEY}\r\n"), "");
+        assert_eq!(judge_text(&nokey), Err(400));
+        let badkey = upgrade("/ws", "").replace(KEY, "short");
+        assert_eq!(judge_text(&badkey), Err(400));
+    }
+}

@@ -1,0 +1,54 @@
+//! The `natter-server` binary: options, logging, signals, and the server.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Parser;
+use futures::StreamExt;
+use natter_server::{Config, Server};
+
+fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let config = Config::parse();
+    raise_open_files_limit();
+    natter_runtime::block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = Server::bind(config).await.context("starting natter-server")?;
+    let handle = server.handle();
+    // Scripts and tests find the real port on stdout; logs go to stderr.
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening on {}", handle.url()).context("writing to stdout")?;
+    stdout.flush().context("writing to stdout")?;
+    log::info!("listening on {}", handle.url());
+
+    let mut signals = natter_runtime::stop_signals().context("installing signal handlers")?;
+    let on_signal = handle.clone();
+    natter_runtime::spawn(async move {
+        if let Some(signal) = signals.next().await {
+            log::info!("received {signal:?}: shutting down gracefully");
+            on_signal.shutdown();
+        }
+        // A second signal means "now".
+        if let Some(signal) = signals.next().await {
+            log::warn!("received {signal:?} again: exiting immediately");
+            std::process::exit(130);
+        }
+    });
+
+    let cut_off = server.run().await;
+    if cut_off > 0 {
+        log::warn!("exited with {cut_off} connection(s) not closed cleanly");
+    }
+    Ok(())
+}
+
+/// Thousands of sockets need thousands of descriptors: raise the soft
+/// limit to the hard limit and say what we got.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => log::info!("open files limit: {limit}"),
+        Err(e) => log::warn!("could not raise the open files limit: {e}"),
+    }
+}

@@ -1,0 +1,234 @@
+//! Each connection's bounded outbound queue (asyncio's `Queue(maxsize=N)`),
+//! and the rule that decides who waits and who gets dropped when it fills.
+//!
+//! Frames are `Utf8Bytes`: a room message is encoded once and every member's
+//! queue holds a reference-counted handle to the same bytes.
+//!
+//! Two kinds of producer share one queue, with different rights, and the
+//! queue counts their frames apart:
+//! - **Events caused by someone else** ([`Outbox::offer`]) never wait: if
+//!   `limit` of them are already queued, the reader is too slow for the
+//!   room, and it is disconnected. Waiting would let one stalled socket
+//!   stall the sender (and the registry lock the sender holds).
+//! - **Frames caused by the connection's own requests** ([`Outbox::push_own`]:
+//!   replies, the echo of its own messages, its own presence) are always
+//!   accepted. Before reading its next request, the connection waits in
+//!   [`Outbox::wait_for_space`] until fewer than `limit` own frames are
+//!   queued, so a client that pipelines faster than it reads is slowed down
+//!   (TCP backpressure reaches it), never dropped: its own frames do not
+//!   count towards the slow-consumer limit.
+//!
+//! One request causes at most `headroom` own frames, so the channel never
+//! holds more than `2 * limit + headroom` frames: that is the memory bound
+//! of one connection's queue.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_channel::{Receiver, Sender, TrySendError};
+use async_tungstenite::tungstenite::Utf8Bytes;
+use event_listener::Event;
+use natter_protocol::CloseCode;
+use natter_protocol::close::reason;
+
+/// One encoded text frame, shareable between many queues.
+pub type Frame = Utf8Bytes;
+
+/// Why a connection is being closed; the first reason recorded wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent a close frame; tungstenite answers it.
+    PeerClosed,
+    /// The socket failed or hit EOF; there is nobody to tell.
+    Gone,
+    SlowConsumer,
+    Flooding,
+    Binary,
+    TooBig,
+    BadUtf8,
+    ProtocolViolation,
+    Internal,
+    Shutdown,
+}
+
+impl CloseReason {
+    /// The close frame to send, if any.
+    pub fn close_frame(self) -> Option<(CloseCode, &'static str)> {
+        Some(match self {
+            CloseReason::PeerClosed | CloseReason::Gone => return None,
+            CloseReason::SlowConsumer => (CloseCode::POLICY, reason::SLOW_CONSUMER),
+            CloseReason::Flooding => (CloseCode::POLICY, reason::FLOODING),
+            CloseReason::Binary => (CloseCode::UNSUPPORTED_DATA, "binary messages are not supported"),
+            CloseReason::TooBig => (CloseCode::TOO_BIG, "message too big"),
+            CloseReason::BadUtf8 => (CloseCode::INVALID_PAYLOAD, "invalid UTF-8"),
+            CloseReason::ProtocolViolation => (CloseCode::PROTOCOL_ERROR, "protocol error"),
+            CloseReason::Internal => (CloseCode::INTERNAL, "internal error"),
+            CloseReason::Shutdown => (CloseCode::GOING_AWAY, reason::SHUTDOWN),
+        })
+    }
+
+    /// Whether frames still queued are thrown away rather than delivered:
+    /// a slow consumer would not read them, and a closed or dead socket
+    /// cannot take them.
+    pub fn discards_queue(self) -> bool {
+        matches!(
+            self,
+            CloseReason::PeerClosed | CloseReason::Gone | CloseReason::SlowConsumer
+        )
+    }
+}
+
+/// What happened to an event offered to someone else's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    Queued,
+    /// The queue is at its limit: the reader is a slow consumer.
+    Full,
+    /// The connection is closing; the event is not for it any more.
+    Closed,
+}
+
+/// Who caused a queued frame; decides which count it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Own,
+    Other,
+}
+
+pub struct Outbox {
+    tx: Sender<(Frame, Origin)>,
+    limit: usize,
+    own: AtomicUsize,
+    others: AtomicUsize,
+    /// Woken by the writer each time it takes frames off the queue.
+    space: Event,
+    reason: OnceLock<CloseReason>,
+    aborted: AtomicBool,
+    /// Woken once when the queue is to be abandoned.
+    abort: Event,
+}
+
+impl Outbox {
+    /// A queue of `limit` frames for others' events, plus `headroom` for the
+    /// frames a single own request can cause.
+    pub fn new(limit: usize, headroom: usize) -> (Arc<Outbox>, Receiver<(Frame, Origin)>) {
+        let (tx, rx) = async_channel::bounded(2 * limit + headroom + 1);
+        let outbox = Outbox {
+            tx,
+            limit,
+            own: AtomicUsize::new(0),
+            others: AtomicUsize::new(0),
+            space: Event::new(),
+            reason: OnceLock::new(),
+            aborted: AtomicBool::new(false),
+            abort: Event::new(),
+        };
+        (Arc::new(outbox), rx)
+    }
+
+    /// Queues an event caused by another connection, without waiting.
+    pub fn offer(&self, frame: Frame) -> Offer {
+        if self.tx.is_closed() {
+            return Offer::Closed;
+        }
+        if self.others.fetch_add(1, Ordering::SeqCst) >= self.limit {
+            self.others.fetch_sub(1, Ordering::SeqCst);
+            return Offer::Full;
+        }
+        match self.tx.try_send((frame, Origin::Other)) {
+            Ok(()) => Offer::Queued,
+            Err(e) => {
+                self.others.fetch_sub(1, Ordering::SeqCst);
+                match e {
+                    TrySendError::Full(_) => Offer::Full,
+                    TrySendError::Closed(_) => Offer::Closed,
+                }
+            }
+        }
+    }
+
+    /// Queues a frame caused by this connection's own request.
+    pub fn push_own(&self, frame: Frame) {
+        self.own.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = self.tx.try_send((frame, Origin::Own)) {
+            self.own.fetch_sub(1, Ordering::SeqCst);
+            if let TrySendError::Closed(_) = e {
+                return;
+            }
+            // Unreachable by the capacity argument in the module docs; if it
+            // ever happens, closing beats silently losing a reply.
+            log::error!("own frame did not fit the outbound queue; closing connection");
+            self.close(CloseReason::Internal);
+        }
+    }
+
+    /// Waits until fewer than `limit` own frames are queued (or the
+    /// connection closes): the pipelining client's brake.
+    pub async fn wait_for_space(&self) {
+        let has_space = || self.own.load(Ordering::SeqCst) < self.limit || self.tx.is_closed();
+        loop {
+            if has_space() {
+                return;
+            }
+            let listener = self.space.listen();
+            if has_space() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Called by the writer for each frame it takes off the queue.
+    pub fn taken(&self, origin: Origin) {
+        match origin {
+            Origin::Own => self.own.fetch_sub(1, Ordering::SeqCst),
+            Origin::Other => self.others.fetch_sub(1, Ordering::SeqCst),
+        };
+    }
+
+    /// Called by the writer after a batch, to wake a waiting reader.
+    pub fn notify_space(&self) {
+        self.space.notify(usize::MAX);
+    }
+
+    /// Records why the connection closes and stops the queue taking frames.
+    /// Frames already queued are still delivered unless the reason discards
+    /// them. Later calls keep the first reason.
+    pub fn close(&self, reason: CloseReason) {
+        let reason = *self.reason.get_or_init(|| reason);
+        self.tx.close();
+        self.space.notify(usize::MAX);
+        if reason.discards_queue() && !self.aborted.swap(true, Ordering::SeqCst) {
+            self.abort.notify(usize::MAX);
+        }
+    }
+
+    pub fn reason(&self) -> Option<CloseReason> {
+        self.reason.get().copied()
+    }
+
+    /// Resolves once the queue has been abandoned (slow consumer, dead
+    /// socket, peer close): the writer stops and the reader stops reading.
+    pub async fn aborted(&self) {
+        loop {
+            if self.aborted.load(Ordering::SeqCst) {
+                return;
+            }
+            let listener = self.abort.listen();
+            if self.aborted.load(Ordering::SeqCst) {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Frames waiting to be written.
+    pub fn len(&self) -> usize {
+        self.tx.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tx.is_empty()
+    }
+}

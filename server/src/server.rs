@@ -1,0 +1,272 @@
+//! The accept loop and the shutdown path.
+//!
+//! Shape of a server's life:
+//! 1. [`Server::bind`] opens the listener.
+//! 2. [`Server::run`] accepts sockets; each gets a connection slot (or a 503)
+//!    and its own spawned task, counted by a [`TaskTracker`].
+//! 3. [`ServerHandle::shutdown`] (also what SIGINT/SIGTERM call) sets the
+//!    [`Shutdown`] signal. The accept loop stops and drops the listener;
+//!    every connection task sees the signal, queues its `shutdown` event
+//!    behind whatever it still has to deliver, closes with 1001 and ends.
+//! 4. `run` waits — at most the grace period — until the tracker counts no
+//!    task, then returns. Nothing is cut off while it still has a chance to
+//!    finish, and nothing can keep the process alive past the grace.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use futures::FutureExt;
+use futures::future::{Either, select};
+use natter_protocol::Limits;
+use natter_runtime::{TcpListener, sleep, spawn, timeout};
+
+use crate::cap::ConnectionCap;
+use crate::config::Config;
+use crate::connection;
+use crate::handshake::HttpRefusal;
+use crate::registry::{Registry, RegistryConfig, RegistryCounts};
+use crate::shutdown::Shutdown;
+use crate::tasks::TaskTracker;
+
+/// Listen backlog: deep enough for a burst of thousands of connects.
+const LISTEN_BACKLOG: i32 = 4096;
+/// Sockets refused at the cap that may be answering (503) at once; past
+/// this, further sockets over the cap are closed without an answer.
+const MAX_REFUSING: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Everything the connection tasks share.
+pub struct ServerState {
+    pub config: Config,
+    pub limits: Limits,
+    pub registry: Registry,
+    pub shutdown: Shutdown,
+    pub cap: ConnectionCap,
+    refusing: ConnectionCap,
+    pub tasks: TaskTracker,
+    pub ws_config: WebSocketConfig,
+}
+
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: Arc<ServerState>,
+}
+
+/// Controls a running server from outside: shut it down, read its counters.
+#[derive(Clone)]
+pub struct ServerHandle {
+    state: Arc<ServerState>,
+    local_addr: SocketAddr,
+}
+
+/// A snapshot of the server's own counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Connection slots held (handshaking or connected).
+    pub slots_in_use: usize,
+    /// Connection tasks still running, refusals included.
+    pub tasks: usize,
+    pub registry: RegistryCounts,
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        config.validate().map_err(ServerError::Config)?;
+        let listener = natter_runtime::bind(&config.listen, LISTEN_BACKLOG).map_err(|source| {
+            ServerError::Bind {
+                addr: config.listen.clone(),
+                source,
+            }
+        })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+        let state = ServerState {
+            limits: config.limits(),
+            registry: Registry::new(RegistryConfig {
+                history: config.history,
+                max_rooms: config.max_rooms,
+                max_rooms_per_connection: config.max_rooms_per_connection,
+            }),
+            shutdown: Shutdown::new(),
+            cap: ConnectionCap::new(config.max_connections),
+            refusing: ConnectionCap::new(MAX_REFUSING),
+            tasks: TaskTracker::new(),
+            ws_config: websocket_config(&config),
+            config,
+        };
+        Ok(Server {
+            listener,
+            local_addr,
+            state: Arc::new(state),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            state: self.state.clone(),
+            local_addr: self.local_addr,
+        }
+    }
+
+    /// Serves until shutdown is requested and every connection has finished
+    /// (or the grace period ran out). Returns how many tasks were cut off.
+    pub async fn run(self) -> usize {
+        let Server {
+            listener, state, ..
+        } = self;
+        accept_loop(&listener, &state).await;
+        drop(listener);
+        let live = state.tasks.live();
+        if live > 0 {
+            log::info!("shutting down: waiting for {live} connection(s) to finish");
+        }
+        let grace = state.config.shutdown_grace();
+        if timeout(grace, state.tasks.wait_idle()).await.is_none() {
+            let left = state.tasks.live();
+            log::warn!("shutdown grace period ({grace:?}) over; {left} connection(s) cut off");
+            return left;
+        }
+        log::info!("shutdown complete");
+        0
+    }
+}
+
+impl ServerHandle {
+    /// Starts a graceful shutdown; `Server::run` returns when it is done.
+    pub fn shutdown(&self) {
+        self.state.shutdown.trigger();
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The chat endpoint's URL.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.local_addr)
+    }
+
+    pub async fn stats(&self) -> Stats {
+        Stats {
+            slots_in_use: self.state.cap.in_use(),
+            tasks: self.state.tasks.live(),
+            registry: self.state.registry.counts().await,
+        }
+    }
+}
+
+/// Accepts sockets until shutdown; each one becomes a task.
+async fn accept_loop(listener: &TcpListener, state: &Arc<ServerState>) {
+    let next_id = AtomicU64::new(1);
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = {
+            let accept = pin!(listener.accept());
+            let stop = pin!(state.shutdown.wait());
+            match select(accept, stop).await {
+                Either::Left((accepted, _)) => accepted,
+                Either::Right(_) => return,
+            }
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff = Duration::from_millis(10);
+                pair
+            }
+            Err(e) => {
+                // Typically out of file descriptors: keep serving the
+                // connections we have and retry after a pause.
+                log::error!("accept failed: {e}; retrying in {backoff:?}");
+                let pause = pin!(sleep(backoff));
+                let stop = pin!(state.shutdown.wait());
+                if let Either::Right(_) = select(pause, stop).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = state.cap.try_acquire() {
+            let token = state.tasks.token();
+            let state = state.clone();
+            spawn(async move {
+                // Declared first, dropped last: the slot and the task count
+                // are released only after the registry has forgotten us.
+                let _slot = slot;
+                let _token = token;
+                let run = connection::run(stream, peer, id, state.clone());
+                if AssertUnwindSafe(run).catch_unwind().await.is_err() {
+                    log::error!("connection {id} ({peer}): task panicked");
+                }
+                state.registry.disconnect(id).await;
+            });
+        } else if let Some(slot) = state.refusing.try_acquire() {
+            log::info!("connection {id} from {peer}: server full, answering 503");
+            let token = state.tasks.token();
+            spawn(async move {
+                let _slot = slot;
+                let _token = token;
+                refuse_full(stream, id, peer).await;
+            });
+        } else {
+            log::warn!("connection {id} from {peer}: server full, dropping socket");
+        }
+    }
+}
+
+/// Answers a socket that arrived when every slot was taken.
+async fn refuse_full(mut stream: natter_runtime::TcpStream, id: u64, peer: SocketAddr) {
+    // Read the request first (briefly): answering before reading it could
+    // make the kernel reset the connection and lose the answer.
+    let read = timeout(
+        Duration::from_secs(2),
+        crate::handshake::read_request(&mut stream),
+    )
+    .await;
+    let refusal = match read {
+        Some(Ok(Err(refusal))) => refusal,
+        _ => HttpRefusal::server_full(),
+    };
+    connection::refuse(stream, id, peer, &refusal).await;
+}
+
+/// tungstenite's defaults suit one big connection, not thousands: a 128 KiB
+/// read buffer allocated up front per socket and an unbounded write buffer.
+fn websocket_config(config: &Config) -> WebSocketConfig {
+    let write_buffer = 16 * 1024;
+    // The largest frame natter sends is a join reply: history messages
+    // (whose text may grow 6x when JSON-escaped) plus the member list.
+    let largest_reply = config.history.max(20) * (6 * config.max_text_bytes + 512)
+        + config.max_connections.min(100_000) * 40
+        + 64 * 1024;
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(write_buffer)
+        .max_write_buffer_size(write_buffer + largest_reply)
+        .max_message_size(Some(config.max_message_bytes))
+        .max_frame_size(Some(config.max_message_bytes))
+}

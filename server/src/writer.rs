@@ -1,0 +1,81 @@
+//! The writer half of a connection: drains the outbox into the socket.
+//!
+//! It sends everything queued with one flush — many frames per syscall
+//! under load — and is the only place that writes to the socket, so frames
+//! leave in exactly the order they were queued.
+
+use std::pin::pin;
+use std::time::Duration;
+
+use async_channel::Receiver;
+use async_tungstenite::WebSocketSender;
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::CloseFrame;
+use futures::SinkExt;
+use futures::future::{Either, select};
+use natter_runtime::{TcpStream, timeout};
+
+use crate::outbox::{CloseReason, Frame, Origin, Outbox};
+
+/// How long a close frame may take to get out before the socket is dropped.
+const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs until the outbox is closed and drained (or abandoned), then sends
+/// the close frame its close reason calls for.
+pub async fn run(
+    mut sink: WebSocketSender<TcpStream>,
+    rx: Receiver<(Frame, Origin)>,
+    outbox: &Outbox,
+) {
+    let drained = {
+        let drain = pin!(drain(&mut sink, &rx, outbox));
+        let aborted = pin!(outbox.aborted());
+        match select(drain, aborted).await {
+            Either::Left((result, _)) => result,
+            Either::Right(((), _)) => Ok(()),
+        }
+    };
+    if drained.is_err() {
+        // The socket failed: nothing more can be sent on it.
+        outbox.close(CloseReason::Gone);
+        return;
+    }
+    match outbox.reason() {
+        Some(CloseReason::Gone) | None => {}
+        Some(CloseReason::PeerClosed) => {
+            // Flushes tungstenite's automatic reply to the client's close
+            // (sending a close of our own would be a protocol error now).
+            let _ = timeout(CLOSE_SEND_TIMEOUT, sink.flush()).await;
+        }
+        Some(reason) => {
+            if let Some((code, why)) = reason.close_frame() {
+                let frame = CloseFrame {
+                    code: code.0.into(),
+                    reason: why.into(),
+                };
+                let _ = timeout(CLOSE_SEND_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+            }
+        }
+    }
+}
+
+/// Moves frames from the queue to the socket until the queue is closed
+/// and empty.
+async fn drain(
+    sink: &mut WebSocketSender<TcpStream>,
+    rx: &Receiver<(Frame, Origin)>,
+    outbox: &Outbox,
+) -> Result<(), async_tungstenite::tungstenite::Error> {
+    while let Ok((frame, origin)) = rx.recv().await {
+        outbox.taken(origin);
+        sink.feed(Message::Text(frame)).await?;
+        // Take whatever else is already queued, then flush once.
+        while let Ok((frame, origin)) = rx.try_recv() {
+            outbox.taken(origin);
+            sink.feed(Message::Text(frame)).await?;
+        }
+        outbox.notify_space();
+        sink.flush().await?;
+    }
+    Ok(())
+}
