@@ -1,1 +1,10 @@
-pub fn x(){}
+//! natter's client library: connect, send requests, await their replies by
+//! id, and receive events. The bundled `natter chat` client and the load
+//! tester are built on it; any Rust program can use it to talk to a server
+//! that speaks the natter protocol.
+
+pub mod client;
+pub mod error;
+
+pub use client::{Client, CloseInfo, ConnectOptions};
+pub use error::ClientError;

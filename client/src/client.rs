@@ -1,0 +1,301 @@
+//! A connection to a natter server.
+//!
+//! One background task reads the socket and routes each frame: a reply
+//! whose id a caller is awaiting goes to that caller's one-shot channel
+//! (asyncio: a Future whose result another task sets); everything else —
+//! events, and replies nobody awaits — goes to the `incoming` queue.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_channel::Receiver;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use async_tungstenite::tungstenite::{Error as WsError, Message, http};
+use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
+use futures::StreamExt;
+use futures::channel::oneshot;
+use natter_protocol::{Envelope, Id, Reply, Request, ServerMessage, Welcome};
+use natter_runtime::TcpStream;
+
+use crate::error::ClientError;
+
+/// Events and unclaimed replies buffered before the reader waits for the
+/// application (TCP backpressure then reaches the server).
+const INCOMING_BUFFER: usize = 4096;
+
+/// How the server closed the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseInfo {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl fmt::Display for CloseInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.reason.is_empty() {
+            write!(f, "close code {}", self.code)
+        } else {
+            write!(f, "close code {}: {}", self.code, self.reason)
+        }
+    }
+}
+
+/// Connection settings beyond the URL.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Local address to connect from (spreads load tests over 127.0.0.x).
+    pub source_ip: Option<IpAddr>,
+}
+
+type Pending = Arc<Mutex<HashMap<Id, oneshot::Sender<ServerMessage>>>>;
+
+pub struct Client {
+    sink: async_lock::Mutex<WebSocketSender<TcpStream>>,
+    pending: Pending,
+    incoming: Receiver<ServerMessage>,
+    closed: Arc<OnceLock<CloseInfo>>,
+    next_id: AtomicI64,
+    welcome: Welcome,
+}
+
+impl Client {
+    /// Connects to `url` (`ws://host:port/ws?nick=…`) and waits for `welcome`.
+    pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Client, ClientError> {
+        let addr = resolve(url)?;
+        let stream = match options.source_ip {
+            Some(ip) => natter_runtime::connect_from(ip, addr).await,
+            None => natter_runtime::connect(addr).await,
+        }
+        .map_err(|source| ClientError::Unreachable {
+            addr: addr.to_string(),
+            source,
+        })?;
+        let _ = stream.set_nodelay(true);
+        let config = WebSocketConfig::default()
+            .read_buffer_size(8 * 1024)
+            .write_buffer_size(8 * 1024)
+            // Server frames (a join reply with history) can be large.
+            .max_message_size(Some(64 << 20))
+            .max_frame_size(Some(64 << 20));
+        let (ws, _response) =
+            async_tungstenite::client_async_with_config(url, stream, Some(config))
+                .await
+                .map_err(|e| match e {
+                    WsError::Http(response) if response.status() == 503 => ClientError::ServerFull,
+                    WsError::Http(response) => ClientError::Refused {
+                        status: response.status().as_u16(),
+                    },
+                    other => ClientError::Handshake(other.to_string()),
+                })?;
+        Self::start(ws).await
+    }
+
+    async fn start(ws: WebSocketStream<TcpStream>) -> Result<Client, ClientError> {
+        let (sink, mut stream) = ws.split();
+        let welcome = match stream.next().await {
+            Some(Ok(Message::Text(text))) => match serde_json::from_str(&text) {
+                Ok(ServerMessage::Welcome(welcome)) => welcome,
+                _ => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected welcome, got {text}"
+                    )));
+                }
+            },
+            Some(Ok(Message::Close(frame))) => return Err(ClientError::Closed(frame.map(info))),
+            Some(Ok(other)) => {
+                return Err(ClientError::Protocol(format!(
+                    "expected welcome, got {other:?}"
+                )));
+            }
+            Some(Err(e)) => return Err(ClientError::Handshake(e.to_string())),
+            None => return Err(ClientError::Closed(None)),
+        };
+        let pending: Pending = Arc::default();
+        let closed: Arc<OnceLock<CloseInfo>> = Arc::default();
+        let (tx, incoming) = async_channel::bounded(INCOMING_BUFFER);
+        natter_runtime::spawn(read_loop(stream, pending.clone(), tx, closed.clone()));
+        Ok(Client {
+            sink: async_lock::Mutex::new(sink),
+            pending,
+            incoming,
+            closed,
+            next_id: AtomicI64::new(1),
+            welcome,
+        })
+    }
+
+    /// The server's `welcome`: our nick, the server's limits.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Sends a request and waits for its reply.
+    pub async fn request(&self, request: Request) -> Result<Reply, ClientError> {
+        let id = Id::Int(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id.clone(), tx);
+        if let Err(e) = self.send_with_id(request, Some(id.clone())).await {
+            lock(&self.pending).remove(&id);
+            return Err(e);
+        }
+        match rx.await {
+            Ok(ServerMessage::Ok(ok)) => Ok(ok.reply),
+            Ok(ServerMessage::Error(err)) => Err(ClientError::Request {
+                code: err.code,
+                message: err.message,
+            }),
+            Ok(other) => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
+            Err(_) => Err(ClientError::Closed(self.close_info())),
+        }
+    }
+
+    /// Sends a request without waiting; its reply arrives on [`Client::incoming`].
+    /// Returns the id it was given.
+    pub async fn send(&self, request: Request) -> Result<Id, ClientError> {
+        let id = Id::Int(self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.send_with_id(request, Some(id.clone())).await?;
+        Ok(id)
+    }
+
+    async fn send_with_id(&self, request: Request, id: Option<Id>) -> Result<(), ClientError> {
+        let text = Envelope { request, id }.to_json();
+        self.send_text(text).await
+    }
+
+    /// Sends one raw text frame (for tools that craft their own JSON).
+    pub async fn send_text(&self, text: String) -> Result<(), ClientError> {
+        let mut sink = self.sink.lock().await;
+        sink.send(Message::text(text)).await.map_err(|e| match e {
+            WsError::ConnectionClosed | WsError::AlreadyClosed => {
+                ClientError::Closed(self.close_info())
+            }
+            other => ClientError::Send(other.to_string()),
+        })
+    }
+
+    /// Events and unclaimed replies, in arrival order. Ends when the
+    /// connection closes; [`Client::close_info`] then tells why.
+    pub fn incoming(&self) -> Receiver<ServerMessage> {
+        self.incoming.clone()
+    }
+
+    /// The next event or unclaimed reply, or `None` once closed.
+    pub async fn next(&self) -> Option<ServerMessage> {
+        self.incoming.recv().await.ok()
+    }
+
+    /// How the server closed the connection, once it has.
+    pub fn close_info(&self) -> Option<CloseInfo> {
+        self.closed.get().cloned()
+    }
+
+    /// Says goodbye with close code 1000 and waits (briefly) for the
+    /// server's answer.
+    pub async fn close(&self) {
+        let frame = CloseFrame {
+            code: 1000.into(),
+            reason: "bye".into(),
+        };
+        {
+            let mut sink = self.sink.lock().await;
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        }
+        let drain = async { while self.incoming.recv().await.is_ok() {} };
+        let _ = natter_runtime::timeout(Duration::from_secs(5), drain).await;
+    }
+}
+
+/// Routes every frame the server sends until the connection ends.
+async fn read_loop(
+    mut stream: WebSocketReceiver<TcpStream>,
+    pending: Pending,
+    incoming: async_channel::Sender<ServerMessage>,
+    closed: Arc<OnceLock<CloseInfo>>,
+) {
+    while let Some(frame) = stream.next().await {
+        let text = match frame {
+            Ok(Message::Text(text)) => text,
+            Ok(Message::Close(frame)) => {
+                let _ = closed.set(frame.map(info).unwrap_or(CloseInfo {
+                    code: 1005,
+                    reason: String::new(),
+                }));
+                continue; // tungstenite answers; the stream ends next
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                let _ = closed.set(CloseInfo {
+                    code: 1006,
+                    reason: e.to_string(),
+                });
+                break;
+            }
+        };
+        let message: ServerMessage = match serde_json::from_str(&text) {
+            Ok(message) => message,
+            Err(e) => {
+                log::warn!("ignoring a frame the client cannot decode ({e}): {text}");
+                continue;
+            }
+        };
+        let id = match &message {
+            ServerMessage::Ok(ok) => ok.id.clone(),
+            ServerMessage::Error(err) => err.id.clone(),
+            _ => None,
+        };
+        let waiter = id.and_then(|id| lock(&pending).remove(&id));
+        match waiter {
+            Some(waiter) => {
+                let _ = waiter.send(message);
+            }
+            None => {
+                if incoming.send(message).await.is_err() {
+                    // Nobody listens for events; keep routing replies.
+                }
+            }
+        }
+    }
+    let _ = closed.set(CloseInfo {
+        code: 1006,
+        reason: "connection lost".into(),
+    });
+    incoming.close();
+    lock(&pending).clear();
+}
+
+fn info(frame: CloseFrame) -> CloseInfo {
+    CloseInfo {
+        code: frame.code.into(),
+        reason: frame.reason.to_string(),
+    }
+}
+
+/// The map is only touched briefly and never across an await, so a std
+/// mutex is the right tool; a poisoned lock still holds valid data.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Finds the socket address of a `ws://host:port/...` URL.
+fn resolve(url: &str) -> Result<SocketAddr, ClientError> {
+    let bad = |why: &str| ClientError::BadUrl {
+        url: url.to_owned(),
+        why: why.to_owned(),
+    };
+    let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+    if uri.scheme_str() != Some("ws") {
+        return Err(bad("natter speaks plain ws:// only"));
+    }
+    let host = uri.host().ok_or_else(|| bad("no host"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| bad(&e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("host has no address"))
+}
