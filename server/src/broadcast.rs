@@ -28,7 +28,10 @@ pub fn deliver<'a>(
 /// Offers an event to one connection that did not cause it.
 pub fn offer(id: ConnId, outbox: &Outbox, frame: &Frame) {
     if outbox.offer(frame.clone()) == Offer::Full {
-        log::info!("connection {id}: slow consumer ({} frames queued), disconnecting", outbox.len());
+        log::info!(
+            "connection {id}: slow consumer ({} frames queued), disconnecting",
+            outbox.len()
+        );
         outbox.close(crate::outbox::CloseReason::SlowConsumer);
     }
 }

@@ -61,6 +61,22 @@ pub struct Config {
     /// Seconds a new socket has to complete its HTTP upgrade.
     #[arg(long, env = "NATTER_HANDSHAKE_TIMEOUT", default_value_t = 10.0)]
     pub handshake_timeout: f64,
+
+    /// Seconds of silence from a client after which the server pings it.
+    #[arg(long, env = "NATTER_PING_INTERVAL", default_value_t = 30.0)]
+    pub ping_interval: f64,
+
+    /// Seconds of silence (no frame, not even a pong) after which a client
+    /// is considered gone and closed (1000, "idle timeout").
+    #[arg(long, env = "NATTER_IDLE_TIMEOUT", default_value_t = 60.0)]
+    pub idle_timeout: f64,
+
+    /// Test-only fault injection: a `say` whose text is exactly this panics
+    /// inside the request handler. Compiled only with the `fault-injection`
+    /// feature, which only the test crate enables.
+    #[cfg(feature = "fault-injection")]
+    #[arg(skip)]
+    pub panic_on_text: Option<String>,
 }
 
 impl Default for Config {
@@ -98,6 +114,14 @@ impl Config {
         secs(self.handshake_timeout)
     }
 
+    pub fn ping_interval(&self) -> Duration {
+        secs(self.ping_interval)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        secs(self.idle_timeout)
+    }
+
     /// Rejects settings that would make the server unusable, with a reason.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_connections == 0 {
@@ -115,10 +139,15 @@ impl Config {
         for (name, v) in [
             ("--shutdown-grace", self.shutdown_grace),
             ("--handshake-timeout", self.handshake_timeout),
+            ("--ping-interval", self.ping_interval),
+            ("--idle-timeout", self.idle_timeout),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(format!("{name} must be a number of seconds >= 0"));
             }
+        }
+        if self.ping_interval <= 0.0 || self.idle_timeout <= 0.0 {
+            return Err("--ping-interval and --idle-timeout must be above 0".into());
         }
         Ok(())
     }

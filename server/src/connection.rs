@@ -19,14 +19,14 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_tungstenite::WebSocketReceiver;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
-use async_tungstenite::WebSocketReceiver;
 use futures::future::{Either, select};
 use futures::{FutureExt, StreamExt};
-use natter_protocol::{ErrorCode, PROTOCOL_VERSION, ServerMessage, Welcome};
+use natter_protocol::{PROTOCOL_VERSION, ServerMessage, Welcome};
 use natter_runtime::{TcpStream, timeout};
 
 use crate::closing::linger;
@@ -88,7 +88,11 @@ pub async fn run(mut stream: TcpStream, peer: SocketAddr, id: ConnId, state: Arc
 
 /// Answers a handshake with an HTTP error and lets the socket go.
 pub async fn refuse(mut stream: TcpStream, id: ConnId, peer: SocketAddr, refusal: &HttpRefusal) {
-    log::debug!("connection {id} from {peer}: HTTP {} {}", refusal.status, refusal.reason);
+    log::debug!(
+        "connection {id} from {peer}: HTTP {} {}",
+        refusal.status,
+        refusal.reason
+    );
     if handshake::refuse(&mut stream, refusal).await.is_ok() {
         linger(stream).await;
     }
@@ -164,19 +168,34 @@ async fn read_requests(
         registry: &state.registry,
         id,
         max_text_bytes: config.max_text_bytes,
+        #[cfg(feature = "fault-injection")]
+        panic_on_text: config.panic_on_text.as_deref(),
     };
     let mut bucket = TokenBucket::new(config.rate, config.burst);
     let mut flood = FloodMeter::default();
+    let ping_interval = config.ping_interval().min(config.idle_timeout());
+    let idle_timeout = config.idle_timeout();
+    let mut last_heard = Instant::now();
     let work = async {
         loop {
             // Backpressure for pipelining clients: don't read the next
             // request while this client's own replies are piling up.
             outbox.wait_for_space().await;
-            let message = match stream.next().await {
-                None => return CloseReason::Gone,
-                Some(Err(e)) => return reason_for(&e, id),
-                Some(Ok(message)) => message,
+            let message = match timeout(ping_interval, stream.next()).await {
+                None => {
+                    // Silence: ping, and give up on a peer silent too long.
+                    if last_heard.elapsed() >= idle_timeout {
+                        log::info!("connection {id}: idle for {idle_timeout:?}, closing");
+                        return CloseReason::Idle;
+                    }
+                    outbox.ping();
+                    continue;
+                }
+                Some(None) => return CloseReason::Gone,
+                Some(Some(Err(e))) => return reason_for(&e, id),
+                Some(Some(Ok(message))) => message,
             };
+            last_heard = Instant::now();
             let text = match message {
                 Message::Text(text) => text,
                 Message::Binary(_) => return CloseReason::Binary,
@@ -199,7 +218,7 @@ async fn read_requests(
                 Ok(reply) => outbox.push_own(reply),
                 Err(_) => {
                     log::error!("connection {id}: request handler panicked; closing with 1011");
-                    outbox.push_own(encode_internal());
+                    outbox.push_own(handler::internal_error(&text));
                     return CloseReason::Internal;
                 }
             }
@@ -216,14 +235,6 @@ async fn read_requests(
     match select(pin!(work), pin!(stop)).await {
         Either::Left((reason, _)) | Either::Right((reason, _)) => reason,
     }
-}
-
-fn encode_internal() -> crate::outbox::Frame {
-    crate::outbox::Frame::from(natter_protocol::encode_error(
-        None,
-        ErrorCode::Internal,
-        "internal error while handling the request",
-    ))
 }
 
 /// Maps a WebSocket read error to how the connection closes.

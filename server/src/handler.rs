@@ -41,6 +41,8 @@ pub struct Handler<'a> {
     pub registry: &'a Registry,
     pub id: ConnId,
     pub max_text_bytes: usize,
+    #[cfg(feature = "fault-injection")]
+    pub panic_on_text: Option<&'a str>,
 }
 
 impl Handler<'_> {
@@ -89,12 +91,18 @@ impl Handler<'_> {
             }
             Request::Leave { room } => {
                 validate_room(&room)?;
-                reg.leave(self.id, &room).await.map_err(|code| not_member(code, &room))?;
+                reg.leave(self.id, &room)
+                    .await
+                    .map_err(|code| not_member(code, &room))?;
                 ok(Reply::Leave { room })
             }
             Request::Say { room, text } => {
                 validate_room(&room)?;
                 self.check_text(&text)?;
+                #[cfg(feature = "fault-injection")]
+                if self.panic_on_text == Some(text.as_str()) {
+                    panic!("fault injection: panic on say {text:?}");
+                }
                 let seq = reg
                     .say(self.id, &room, &text)
                     .await
@@ -131,7 +139,11 @@ impl Handler<'_> {
         validate_text(text, self.max_text_bytes).map_err(|code| match code {
             ErrorCode::TextTooLong => Refusal {
                 code,
-                message: format!("text is {} bytes; the limit is {}", text.len(), self.max_text_bytes),
+                message: format!(
+                    "text is {} bytes; the limit is {}",
+                    text.len(),
+                    self.max_text_bytes
+                ),
             },
             code => code.into(),
         })
@@ -149,16 +161,30 @@ fn not_member(code: ErrorCode, room: &str) -> Refusal {
     }
 }
 
+/// The id of a request, when it can be read, for replies that do not come
+/// from handling it (rate limited, internal error).
+fn reply_id(text: &str) -> Option<Id> {
+    match decode_request(text) {
+        Ok(envelope) => envelope.id,
+        Err(e) => e.id,
+    }
+}
+
 /// The reply to a message refused by the rate limiter. The request is not
 /// carried out, but its id is echoed when it can be read.
 pub fn rate_limited(text: &str, rate: u32, burst: u32) -> Frame {
-    let id: Option<Id> = match decode_request(text) {
-        Ok(envelope) => envelope.id,
-        Err(e) => e.id,
-    };
     Frame::from(encode_error(
-        id.as_ref(),
+        reply_id(text).as_ref(),
         ErrorCode::RateLimited,
         &format!("slow down: at most {rate} messages per second (burst {burst})"),
+    ))
+}
+
+/// The reply to a request whose handling failed inside the server.
+pub fn internal_error(text: &str) -> Frame {
+    Frame::from(encode_error(
+        reply_id(text).as_ref(),
+        ErrorCode::Internal,
+        "internal error while handling the request",
     ))
 }

@@ -55,8 +55,12 @@ impl HttpRefusal {
 
     /// The answer when every connection slot is taken.
     pub fn server_full() -> Self {
-        HttpRefusal::new(503, "Service Unavailable", "server is full, try again later\n")
-            .with("Retry-After", "1")
+        HttpRefusal::new(
+            503,
+            "Service Unavailable",
+            "server is full, try again later\n",
+        )
+        .with("Retry-After", "1")
     }
 
     /// The answer to a handshake caught by shutdown.
@@ -95,18 +99,30 @@ pub async fn read_request(stream: &mut TcpStream) -> io::Result<Result<Upgrade, 
             Err(httparse::Error::Version) => return Ok(Err(bad_version())),
             Err(httparse::Error::TooManyHeaders) => return Ok(Err(too_large())),
             Err(_) => {
-                return Ok(Err(HttpRefusal::new(400, "Bad Request", "malformed HTTP request\n")));
+                return Ok(Err(HttpRefusal::new(
+                    400,
+                    "Bad Request",
+                    "malformed HTTP request\n",
+                )));
             }
         }
     }
 }
 
 fn too_large() -> HttpRefusal {
-    HttpRefusal::new(431, "Request Header Fields Too Large", "request head too large\n")
+    HttpRefusal::new(
+        431,
+        "Request Header Fields Too Large",
+        "request head too large\n",
+    )
 }
 
 fn bad_version() -> HttpRefusal {
-    HttpRefusal::new(505, "HTTP Version Not Supported", "only HTTP/1.1 is supported\n")
+    HttpRefusal::new(
+        505,
+        "HTTP Version Not Supported",
+        "only HTTP/1.1 is supported\n",
+    )
 }
 
 /// Decides what a complete request deserves, in the order a client would
@@ -118,7 +134,11 @@ fn judge(req: &httparse::Request) -> Result<(String, Option<String>), HttpRefusa
     let target = req.path.unwrap_or("");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if path != CHAT_PATH {
-        return Err(HttpRefusal::new(404, "Not Found", "the chat endpoint is /ws\n"));
+        return Err(HttpRefusal::new(
+            404,
+            "Not Found",
+            "the chat endpoint is /ws\n",
+        ));
     }
     if req.method != Some("GET") {
         return Err(

@@ -15,7 +15,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let server = Server::bind(config).await.context("starting natter-server")?;
+    let server = Server::bind(config)
+        .await
+        .context("starting natter-server")?;
     let handle = server.handle();
     // Scripts and tests find the real port on stdout; logs go to stderr.
     let mut stdout = std::io::stdout();

@@ -50,6 +50,8 @@ pub enum CloseReason {
     ProtocolViolation,
     Internal,
     Shutdown,
+    /// Nothing heard from the peer within the idle timeout.
+    Idle,
 }
 
 impl CloseReason {
@@ -59,12 +61,16 @@ impl CloseReason {
             CloseReason::PeerClosed | CloseReason::Gone => return None,
             CloseReason::SlowConsumer => (CloseCode::POLICY, reason::SLOW_CONSUMER),
             CloseReason::Flooding => (CloseCode::POLICY, reason::FLOODING),
-            CloseReason::Binary => (CloseCode::UNSUPPORTED_DATA, "binary messages are not supported"),
+            CloseReason::Binary => (
+                CloseCode::UNSUPPORTED_DATA,
+                "binary messages are not supported",
+            ),
             CloseReason::TooBig => (CloseCode::TOO_BIG, "message too big"),
             CloseReason::BadUtf8 => (CloseCode::INVALID_PAYLOAD, "invalid UTF-8"),
             CloseReason::ProtocolViolation => (CloseCode::PROTOCOL_ERROR, "protocol error"),
             CloseReason::Internal => (CloseCode::INTERNAL, "internal error"),
             CloseReason::Shutdown => (CloseCode::GOING_AWAY, reason::SHUTDOWN),
+            CloseReason::Idle => (CloseCode::NORMAL, "idle timeout"),
         })
     }
 
@@ -96,11 +102,19 @@ pub enum Origin {
     Other,
 }
 
+/// One item for the writer: a text frame, or a keepalive ping.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Text(Frame, Origin),
+    Ping,
+}
+
 pub struct Outbox {
-    tx: Sender<(Frame, Origin)>,
+    tx: Sender<Outgoing>,
     limit: usize,
     own: AtomicUsize,
     others: AtomicUsize,
+    ping_queued: AtomicBool,
     /// Woken by the writer each time it takes frames off the queue.
     space: Event,
     reason: OnceLock<CloseReason>,
@@ -112,13 +126,15 @@ pub struct Outbox {
 impl Outbox {
     /// A queue of `limit` frames for others' events, plus `headroom` for the
     /// frames a single own request can cause.
-    pub fn new(limit: usize, headroom: usize) -> (Arc<Outbox>, Receiver<(Frame, Origin)>) {
-        let (tx, rx) = async_channel::bounded(2 * limit + headroom + 1);
+    pub fn new(limit: usize, headroom: usize) -> (Arc<Outbox>, Receiver<Outgoing>) {
+        // +2: the final `shutdown` event and one keepalive ping.
+        let (tx, rx) = async_channel::bounded(2 * limit + headroom + 2);
         let outbox = Outbox {
             tx,
             limit,
             own: AtomicUsize::new(0),
             others: AtomicUsize::new(0),
+            ping_queued: AtomicBool::new(false),
             space: Event::new(),
             reason: OnceLock::new(),
             aborted: AtomicBool::new(false),
@@ -136,7 +152,7 @@ impl Outbox {
             self.others.fetch_sub(1, Ordering::SeqCst);
             return Offer::Full;
         }
-        match self.tx.try_send((frame, Origin::Other)) {
+        match self.tx.try_send(Outgoing::Text(frame, Origin::Other)) {
             Ok(()) => Offer::Queued,
             Err(e) => {
                 self.others.fetch_sub(1, Ordering::SeqCst);
@@ -151,7 +167,7 @@ impl Outbox {
     /// Queues a frame caused by this connection's own request.
     pub fn push_own(&self, frame: Frame) {
         self.own.fetch_add(1, Ordering::SeqCst);
-        if let Err(e) = self.tx.try_send((frame, Origin::Own)) {
+        if let Err(e) = self.tx.try_send(Outgoing::Text(frame, Origin::Own)) {
             self.own.fetch_sub(1, Ordering::SeqCst);
             if let TrySendError::Closed(_) = e {
                 return;
@@ -177,6 +193,20 @@ impl Outbox {
             }
             listener.await;
         }
+    }
+
+    /// Queues a keepalive ping unless one is already waiting.
+    pub fn ping(&self) {
+        if !self.ping_queued.swap(true, Ordering::SeqCst)
+            && self.tx.try_send(Outgoing::Ping).is_err()
+        {
+            self.ping_queued.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Called by the writer when it takes the ping off the queue.
+    pub fn ping_taken(&self) {
+        self.ping_queued.store(false, Ordering::SeqCst);
     }
 
     /// Called by the writer for each frame it takes off the queue.

@@ -94,7 +94,9 @@ mod tests {
         }
         assert!(!m.record(t0 + Duration::from_secs(11)));
         let mut m = FloodMeter::default();
-        let hits = (0..50).filter(|i| m.record(t0 + Duration::from_millis(*i))).count();
+        let hits = (0..50)
+            .filter(|i| m.record(t0 + Duration::from_millis(*i)))
+            .count();
         assert_eq!(hits, 1);
     }
 }

@@ -17,7 +17,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_lock::Mutex;
 use natter_protocol::names::nick_key;
-use natter_protocol::{ChatMessage, ErrorCode, Presence, PresenceKind, RoomCount, ServerMessage, WhisperEvent};
+use natter_protocol::{
+    ChatMessage, ErrorCode, Presence, PresenceKind, RoomCount, ServerMessage, WhisperEvent,
+};
 
 use crate::broadcast::{deliver, offer};
 use crate::outbox::{Frame, Outbox};

@@ -62,10 +62,12 @@ impl Room {
 
     /// The history a `join` reply carries (see protocol/README.md).
     pub fn history_since(&self, since: Option<u64>, epoch: Option<&str>) -> HistorySlice {
-        let oldest_kept = self.history.front().map_or(self.last_seq + 1, |(seq, _)| *seq);
-        let usable_since = since.filter(|&n| {
-            n <= self.last_seq && epoch.is_none_or(|e| e == self.epoch)
-        });
+        let oldest_kept = self
+            .history
+            .front()
+            .map_or(self.last_seq + 1, |(seq, _)| *seq);
+        let usable_since =
+            since.filter(|&n| n <= self.last_seq && epoch.is_none_or(|e| e == self.epoch));
         match usable_since {
             Some(n) => HistorySlice {
                 frames: self.frames_after(n),

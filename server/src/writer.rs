@@ -15,18 +15,14 @@ use futures::SinkExt;
 use futures::future::{Either, select};
 use natter_runtime::{TcpStream, timeout};
 
-use crate::outbox::{CloseReason, Frame, Origin, Outbox};
+use crate::outbox::{CloseReason, Outbox, Outgoing};
 
 /// How long a close frame may take to get out before the socket is dropped.
 const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs until the outbox is closed and drained (or abandoned), then sends
 /// the close frame its close reason calls for.
-pub async fn run(
-    mut sink: WebSocketSender<TcpStream>,
-    rx: Receiver<(Frame, Origin)>,
-    outbox: &Outbox,
-) {
+pub async fn run(mut sink: WebSocketSender<TcpStream>, rx: Receiver<Outgoing>, outbox: &Outbox) {
     let drained = {
         let drain = pin!(drain(&mut sink, &rx, outbox));
         let aborted = pin!(outbox.aborted());
@@ -63,19 +59,35 @@ pub async fn run(
 /// and empty.
 async fn drain(
     sink: &mut WebSocketSender<TcpStream>,
-    rx: &Receiver<(Frame, Origin)>,
+    rx: &Receiver<Outgoing>,
     outbox: &Outbox,
 ) -> Result<(), async_tungstenite::tungstenite::Error> {
-    while let Ok((frame, origin)) = rx.recv().await {
-        outbox.taken(origin);
-        sink.feed(Message::Text(frame)).await?;
+    while let Ok(item) = rx.recv().await {
+        feed(sink, outbox, item).await?;
         // Take whatever else is already queued, then flush once.
-        while let Ok((frame, origin)) = rx.try_recv() {
-            outbox.taken(origin);
-            sink.feed(Message::Text(frame)).await?;
+        while let Ok(item) = rx.try_recv() {
+            feed(sink, outbox, item).await?;
         }
         outbox.notify_space();
         sink.flush().await?;
     }
     Ok(())
+}
+
+async fn feed(
+    sink: &mut WebSocketSender<TcpStream>,
+    outbox: &Outbox,
+    item: Outgoing,
+) -> Result<(), async_tungstenite::tungstenite::Error> {
+    let message = match item {
+        Outgoing::Text(frame, origin) => {
+            outbox.taken(origin);
+            Message::Text(frame)
+        }
+        Outgoing::Ping => {
+            outbox.ping_taken();
+            Message::Ping(Default::default())
+        }
+    };
+    sink.feed(message).await
 }
