@@ -135,12 +135,14 @@ pub fn decode_request(text: &str) -> Result<Envelope, DecodeError> {
 
 /// Tells a syntax error (`bad_json`) from valid JSON of the wrong shape.
 fn classify(text: &str, e: serde_json::Error) -> DecodeError {
-    use serde_json::error::Category;
+    // Whatever serde_json reported while reading an object, the question is
+    // whether the text is JSON at all: a shape error may come before a later
+    // syntax error, and a number too big for f64 (`1e400`) is reported as
+    // out of range although it is valid JSON. Skimming the text without
+    // converting anything answers the question exactly.
     let syntax = match e.classify() {
-        Category::Syntax | Category::Eof | Category::Io => true,
-        // A shape error may be reported before a later syntax error; only
-        // JSON that parses as a whole is a "bad request".
-        Category::Data => serde_json::from_str::<IgnoredAny>(text).is_err(),
+        serde_json::error::Category::Eof => true,
+        _ => serde_json::from_str::<IgnoredAny>(text).is_err(),
     };
     if syntax {
         DecodeError::new(None, ErrorCode::BadJson, format!("invalid JSON: {e}"))

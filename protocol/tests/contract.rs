@@ -1080,7 +1080,7 @@ fn deep_json() -> BoxedStrategy<Value> {
 }
 
 fn any_json() -> BoxedStrategy<Value> {
-    prop_oneof![3 => shallow_json(), 1 => deep_json()].boxed()
+    prop_oneof![6 => shallow_json(), 2 => deep_json(), 1 => any_number()].boxed()
 }
 
 /// A value for one of the request's own fields: mostly the right type.
