@@ -61,7 +61,7 @@ fn main() {
         // Part 1: a plain future is inert until awaited.
         say!("main: about to call fetch_data(2)");
         let future = fetch_data(2.0);
-        say!("main: created the future (no \"start fetching\" line yet: nothing ran)");
+        say!("main: created the future; nothing has run yet");
         natter_runtime::sleep(secs(0.5)).await;
         say!("main: slept 0.5s and it still has not started; now awaiting it");
         let data = future.await;

@@ -54,7 +54,9 @@ fn main() {
             say!("setter: set_result(\"hello\")");
             // `send` consumes the sender: it can only ever be set once. It
             // fails (handing the value back) only if the receiver is gone.
-            sender.send("hello".to_string()).expect("main is still waiting");
+            sender
+                .send("hello".to_string())
+                .expect("main is still waiting");
         });
         say!("main: awaiting the result");
         match receiver.await {

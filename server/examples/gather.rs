@@ -54,7 +54,10 @@ fn main() {
             .enumerate()
             .map(|(i, &delay)| fetch_data(i + 1, delay))
             .collect();
-        say!("main: built {} futures (none started yet); awaiting join_all", futures.len());
+        say!(
+            "main: built {} futures (none started yet); awaiting join_all",
+            futures.len()
+        );
         let results = futures::future::join_all(futures).await;
         say!("main: results in argument order: {results:?}");
         say!(

@@ -91,7 +91,11 @@ fn main() {
             .collect();
         futures::future::join_all(handles).await;
         let count = *counter.lock().await;
-        let verdict = if count < TASKS as u32 { "updates were lost" } else { "lucky timing" };
+        let verdict = if count < TASKS as u32 {
+            "updates were lost"
+        } else {
+            "lucky timing"
+        };
         say!("unprotected final count: {count} (expected {TASKS}; {verdict})");
 
         say!("-- holding the lock for the whole read-modify-write --");

@@ -54,7 +54,10 @@ async fn producer(queue: Sender<u32>) {
     for item in 1..=ITEMS {
         // Waits here whenever the queue already holds CAPACITY items.
         queue.send(item).await.expect("workers are still receiving");
-        say!("producer put item {item} (queue length now {})", queue.len());
+        say!(
+            "producer put item {item} (queue length now {})",
+            queue.len()
+        );
     }
     say!("producer: done, closing the queue (dropping the sender)");
     drop(queue);

@@ -102,7 +102,10 @@ fn main() {
             work(3, 2.0, false),
             work(4, 3.0, false),
         ];
-        say!("main: running {} tasks as a group (task 2 will fail)", group.len());
+        say!(
+            "main: running {} tasks as a group (task 2 will fail)",
+            group.len()
+        );
         match futures::future::try_join_all(group).await {
             Ok(results) => say!("group succeeded: {results:?}"),
             // By now the unfinished tasks have been dropped: their

@@ -148,8 +148,9 @@ async fn serve(
             }
         }
         Either::Right(((), reader)) => {
-            // The writer only ends first when the socket failed; the reader
-            // sees the abandoned outbox and stops.
+            // The writer ends first when the queue was abandoned (socket
+            // failure, or a slow-consumer kick from another connection's
+            // broadcast); the reader sees the abandoned outbox and stops.
             let reason = reader.await;
             log::debug!("connection {id} ({peer}): closed: {reason:?}");
         }

@@ -37,7 +37,9 @@ pub fn scale() -> f64 {
         Ok(text) => match text.trim().parse::<f64>() {
             Ok(value) if value.is_finite() && value >= 0.0 => value,
             _ => {
-                eprintln!("{SCALE_VAR} must be a non-negative number (like 1 or 0.05), got {text:?}");
+                eprintln!(
+                    "{SCALE_VAR} must be a non-negative number (like 1 or 0.05), got {text:?}"
+                );
                 std::process::exit(2);
             }
         },
@@ -75,7 +77,10 @@ pub fn say_args(args: fmt::Arguments<'_>) {
 
 /// Prints the example's total elapsed time. Call last in `main`.
 pub fn finish() {
-    say_args(format_args!("total elapsed: {:.2}s", elapsed().as_secs_f64()));
+    say_args(format_args!(
+        "total elapsed: {:.2}s",
+        elapsed().as_secs_f64()
+    ));
 }
 
 /// `println!` with a timestamp prefix: `say!("task {n} started")`.
