@@ -19,13 +19,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("starting natter-server")?;
     let handle = server.handle();
+    // Handlers go in before the "listening" line, so a script that signals
+    // as soon as it reads that line always gets a graceful shutdown.
+    let mut signals = natter_runtime::stop_signals().context("installing signal handlers")?;
     // Scripts and tests find the real port on stdout; logs go to stderr.
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {}", handle.url()).context("writing to stdout")?;
     stdout.flush().context("writing to stdout")?;
     log::info!("listening on {}", handle.url());
 
-    let mut signals = natter_runtime::stop_signals().context("installing signal handlers")?;
     let on_signal = handle.clone();
     natter_runtime::spawn(async move {
         if let Some(signal) = signals.next().await {
