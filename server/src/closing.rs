@@ -24,7 +24,9 @@ pub async fn linger(mut stream: TcpStream) {
         return;
     }
     let drain = async {
-        let mut buf = [0u8; 4096];
+        // On the heap: an array here would be part of every connection
+        // task's size for its whole life, not just while lingering.
+        let mut buf = vec![0u8; 4096];
         let mut total = 0;
         while total < LINGER_BYTES {
             match stream.read(&mut buf).await {

@@ -43,7 +43,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves one accepted socket to the end. The caller holds its slot.
 pub async fn run(mut stream: TcpStream, peer: SocketAddr, id: ConnId, state: Arc<ServerState>) {
-    let request = {
+    // Boxed: the handshake's buffers live only as long as the handshake,
+    // instead of inflating every connection's task for its whole life.
+    let request = Box::pin(async {
         let read = pin!(timeout(
             state.config.handshake_timeout(),
             handshake::read_request(&mut stream)
@@ -53,7 +55,8 @@ pub async fn run(mut stream: TcpStream, peer: SocketAddr, id: ConnId, state: Arc
             Either::Left((read, _)) => read,
             Either::Right(((), _)) => Some(Ok(Err(HttpRefusal::shutting_down()))),
         }
-    };
+    })
+    .await;
     let upgrade = match request {
         None => {
             log::debug!("connection {id} from {peer}: handshake timed out");
@@ -215,7 +218,10 @@ async fn read_requests(
             }
             // A bug in one request must not take the server down: the panic
             // is contained to this connection, which is closed with 1011.
-            match AssertUnwindSafe(handler.handle(&text)).catch_unwind().await {
+            // Boxed so the (rarely running) handler does not add its size
+            // to every idle connection's task.
+            let handled = Box::pin(handler.handle(&text));
+            match AssertUnwindSafe(handled).catch_unwind().await {
                 Ok(reply) => outbox.push_own(reply),
                 Err(_) => {
                     log::error!("connection {id}: request handler panicked; closing with 1011");

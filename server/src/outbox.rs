@@ -18,15 +18,16 @@
 //!   (TCP backpressure reaches it), never dropped: its own frames do not
 //!   count towards the slow-consumer limit.
 //!
-//! One request causes at most `headroom` own frames, so the channel never
-//! holds more than `2 * limit + headroom` frames: that is the memory bound
-//! of one connection's queue.
+//! One request causes at most `headroom` own frames, so the queue never
+//! holds more than `2 * limit + headroom + 2` items (the 2: the final
+//! `shutdown` event and one keepalive ping): that is the memory bound of one
+//! connection's queue, in frames whose bytes are mostly shared.
 
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use async_channel::{Receiver, Sender, TrySendError};
+use async_channel::{Receiver, Sender};
 use async_tungstenite::tungstenite::Utf8Bytes;
 use event_listener::Event;
 use natter_protocol::CloseCode;
@@ -112,6 +113,7 @@ pub enum Outgoing {
 pub struct Outbox {
     tx: Sender<Outgoing>,
     limit: usize,
+    headroom: usize,
     own: AtomicUsize,
     others: AtomicUsize,
     ping_queued: AtomicBool,
@@ -127,11 +129,14 @@ impl Outbox {
     /// A queue of `limit` frames for others' events, plus `headroom` for the
     /// frames a single own request can cause.
     pub fn new(limit: usize, headroom: usize) -> (Arc<Outbox>, Receiver<Outgoing>) {
-        // +2: the final `shutdown` event and one keepalive ping.
-        let (tx, rx) = async_channel::bounded(2 * limit + headroom + 2);
+        // The channel itself is unbounded so that an idle connection costs
+        // no queue memory (a bounded one allocates every slot up front);
+        // the counts below are what bound it.
+        let (tx, rx) = async_channel::unbounded();
         let outbox = Outbox {
             tx,
             limit,
+            headroom,
             own: AtomicUsize::new(0),
             others: AtomicUsize::new(0),
             ping_queued: AtomicBool::new(false),
@@ -154,28 +159,32 @@ impl Outbox {
         }
         match self.tx.try_send(Outgoing::Text(frame, Origin::Other)) {
             Ok(()) => Offer::Queued,
-            Err(e) => {
+            Err(_) => {
+                // An unbounded channel only refuses when closed.
                 self.others.fetch_sub(1, Ordering::SeqCst);
-                match e {
-                    TrySendError::Full(_) => Offer::Full,
-                    TrySendError::Closed(_) => Offer::Closed,
-                }
+                Offer::Closed
             }
         }
     }
 
     /// Queues a frame caused by this connection's own request.
     pub fn push_own(&self, frame: Frame) {
-        self.own.fetch_add(1, Ordering::SeqCst);
-        if let Err(e) = self.tx.try_send(Outgoing::Text(frame, Origin::Own)) {
+        // The final `shutdown` event may come on top of a full allowance.
+        if self.own.fetch_add(1, Ordering::SeqCst) > self.limit + self.headroom {
             self.own.fetch_sub(1, Ordering::SeqCst);
-            if let TrySendError::Closed(_) = e {
-                return;
-            }
-            // Unreachable by the capacity argument in the module docs; if it
-            // ever happens, closing beats silently losing a reply.
-            log::error!("own frame did not fit the outbound queue; closing connection");
+            // Unreachable by the argument in the module docs; if it ever
+            // happens, closing beats silently losing a reply.
+            log::error!("own frames exceeded their bound; closing connection");
             self.close(CloseReason::Internal);
+            return;
+        }
+        if self
+            .tx
+            .try_send(Outgoing::Text(frame, Origin::Own))
+            .is_err()
+        {
+            // Closed: the connection is going away and the frame with it.
+            self.own.fetch_sub(1, Ordering::SeqCst);
         }
     }
 

@@ -270,3 +270,21 @@ fn websocket_config(config: &Config) -> WebSocketConfig {
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every connection's task is one allocation of this size for its whole
+    /// life, so it is part of the per-connection memory bound; a buffer
+    /// that sneaks into the task's state shows up here first.
+    #[test]
+    fn connection_task_stays_small() {
+        natter_runtime::block_on(async {
+            let server = super::Server::bind(crate::Config::local()).await.unwrap();
+            let stream = natter_runtime::connect(server.local_addr()).await.unwrap();
+            let peer = stream.local_addr().unwrap();
+            let task = crate::connection::run(stream, peer, 1, server.state.clone());
+            let size = std::mem::size_of_val(&task);
+            assert!(size <= 3 * 1024, "connection task is {size} bytes");
+        });
+    }
+}
