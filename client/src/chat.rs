@@ -38,7 +38,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Input {
     Line(String),
-    EndOfInput,
+    Eof,
     Server(ServerMessage),
     ServerGone,
 }
@@ -88,7 +88,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     let lines = natter_runtime::stdin_lines()
         .filter_map(|line| futures::future::ready(line.ok()))
         .map(Input::Line)
-        .chain(stream::once(futures::future::ready(Input::EndOfInput)));
+        .chain(stream::once(futures::future::ready(Input::Eof)));
     let server = client
         .incoming()
         .map(Input::Server)
@@ -121,7 +121,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             Some(Input::Line(_)) => {}
-            Some(Input::EndOfInput) => input_done = true,
+            Some(Input::Eof) => input_done = true,
             Some(Input::Server(message)) => chat.on_server(message),
             Some(Input::ServerGone) | None => {
                 match client.close_info() {

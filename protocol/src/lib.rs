@@ -20,9 +20,8 @@ pub use error::{DecodeError, ErrorCode};
 pub use id::Id;
 pub use limits::Limits;
 pub use message::{
-    JoinOk, encode_error, encode_ok,
-    ChatMessage, ErrorReply, OkReply, Presence, PresenceKind, Reply, RoomCount, ServerMessage,
-    Welcome, WhisperEvent,
+    ChatMessage, ErrorReply, JoinOk, OkReply, Presence, PresenceKind, Reply, RoomCount,
+    ServerMessage, Welcome, WhisperEvent, encode_error, encode_ok,
 };
 pub use request::{Envelope, Request, decode_request};
 

@@ -11,7 +11,11 @@ pub fn validate_nick(nick: &str) -> Result<(), ErrorCode> {
         && nick
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok { Ok(()) } else { Err(ErrorCode::InvalidNick) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ErrorCode::InvalidNick)
+    }
 }
 
 /// The form under which nicks are compared: uniqueness is case-insensitive.
@@ -29,7 +33,11 @@ pub fn validate_room(room: &str) -> Result<(), ErrorCode> {
         && room.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-' || b == b'.'
         });
-    if ok { Ok(()) } else { Err(ErrorCode::InvalidRoom) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ErrorCode::InvalidRoom)
+    }
 }
 
 /// A text is 1..=`max_bytes` bytes with at least one non-whitespace char.
@@ -77,7 +85,10 @@ mod tests {
         assert!(validate_text("hi", 4096).is_ok());
         assert!(validate_text(" x ", 4096).is_ok());
         assert_eq!(validate_text("", 4096), Err(ErrorCode::EmptyText));
-        assert_eq!(validate_text(" \t\n\u{3000}", 4096), Err(ErrorCode::EmptyText));
+        assert_eq!(
+            validate_text(" \t\n\u{3000}", 4096),
+            Err(ErrorCode::EmptyText)
+        );
         assert_eq!(validate_text("abc", 2), Err(ErrorCode::TextTooLong));
         assert_eq!(validate_text("   ", 2), Err(ErrorCode::TextTooLong));
         assert!(validate_text("\u{0}", 4096).is_ok());

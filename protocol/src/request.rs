@@ -160,7 +160,10 @@ fn typed<'a, T: Deserialize<'a>>(raw: &'a RawValue, name: &str) -> Result<T, Str
 }
 
 /// An optional field: absent and `null` both mean "not given".
-fn optional<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>, name: &str) -> Result<Option<T>, String> {
+fn optional<'a, T: Deserialize<'a>>(
+    raw: Option<&'a RawValue>,
+    name: &str,
+) -> Result<Option<T>, String> {
     match raw {
         None => Ok(None),
         Some(raw) if raw.get().trim() == "null" => Ok(None),
@@ -278,8 +281,8 @@ mod tests {
 
     #[test]
     fn decodes_every_type() {
-        let e = decode_request(r#"{"type":"say","room":"lobby","text":"hello","id":"m1"}"#)
-            .unwrap();
+        let e =
+            decode_request(r#"{"type":"say","room":"lobby","text":"hello","id":"m1"}"#).unwrap();
         assert_eq!(e.id, Some(Id::from("m1")));
         assert_eq!(
             e.request,
@@ -288,8 +291,8 @@ mod tests {
                 text: "hello".into()
             }
         );
-        let e = decode_request(r#"{"type":"join","room":"a","since":5,"epoch":"x","id":1}"#)
-            .unwrap();
+        let e =
+            decode_request(r#"{"type":"join","room":"a","since":5,"epoch":"x","id":1}"#).unwrap();
         assert_eq!(
             e.request,
             Request::Join {
@@ -298,16 +301,33 @@ mod tests {
                 epoch: Some("x".into())
             }
         );
-        assert_eq!(decode_request(r#"{"type":"rooms"}"#).unwrap().request, Request::Rooms);
+        assert_eq!(
+            decode_request(r#"{"type":"rooms"}"#).unwrap().request,
+            Request::Rooms
+        );
     }
 
     #[test]
     fn ids() {
         let id = |t: &str| decode_request(&format!(r#"{{"type":"rooms","id":{t}}}"#));
-        assert_eq!(id("9007199254740991").unwrap().id, Some(Id::Int(9007199254740991)));
-        assert_eq!(id("-9007199254740991").unwrap().id, Some(Id::Int(-9007199254740991)));
+        assert_eq!(
+            id("9007199254740991").unwrap().id,
+            Some(Id::Int(9007199254740991))
+        );
+        assert_eq!(
+            id("-9007199254740991").unwrap().id,
+            Some(Id::Int(-9007199254740991))
+        );
         assert_eq!(id("null").unwrap().id, None);
-        for bad in ["9007199254740992", "1.0", "1e3", "true", "[1]", "{}", "99999999999999999999"] {
+        for bad in [
+            "9007199254740992",
+            "1.0",
+            "1e3",
+            "true",
+            "[1]",
+            "{}",
+            "99999999999999999999",
+        ] {
             let err = id(bad).unwrap_err();
             assert_eq!(err.code, ErrorCode::BadRequest, "{bad}");
             assert_eq!(err.id, None, "{bad}");
@@ -328,20 +348,34 @@ mod tests {
         assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"type":5}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"type":"say","room":"a"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"say","room":"a","text":5}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"join","room":"a","since":-1}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"join","room":"a","since":1.5}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"type":"say","room":"a","text":5}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"type":"join","room":"a","since":-1}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"type":"join","room":"a","since":1.5}"#),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]
     fn bad_request_keeps_a_valid_id() {
         let err = decode_request(r#"{"type":"say","id":7}"#).unwrap_err();
-        assert_eq!((err.code, err.id), (ErrorCode::BadRequest, Some(Id::Int(7))));
+        assert_eq!(
+            (err.code, err.id),
+            (ErrorCode::BadRequest, Some(Id::Int(7)))
+        );
     }
 
     #[test]
     fn unknown_fields_and_huge_numbers_are_ignored() {
-        let e = decode_request(r#"{"type":"rooms","x":1e400,"y":123456789012345678901234567890,"z":[{"a":null}]}"#);
+        let e = decode_request(
+            r#"{"type":"rooms","x":1e400,"y":123456789012345678901234567890,"z":[{"a":null}]}"#,
+        );
         assert_eq!(e.unwrap().request, Request::Rooms);
     }
 
@@ -354,9 +388,16 @@ mod tests {
     #[test]
     fn nesting_limit() {
         let nested = |n: usize| {
-            format!(r#"{{"type":"rooms","x":{}{}}}"#, "[".repeat(n - 1), "]".repeat(n - 1))
+            format!(
+                r#"{{"type":"rooms","x":{}{}}}"#,
+                "[".repeat(n - 1),
+                "]".repeat(n - 1)
+            )
         };
-        assert_eq!(decode_request(&nested(127)).unwrap().request, Request::Rooms);
+        assert_eq!(
+            decode_request(&nested(127)).unwrap().request,
+            Request::Rooms
+        );
         assert_eq!(code(&nested(128)), ErrorCode::BadJson);
     }
 

@@ -70,7 +70,10 @@ pub fn bind(addr: &str, backlog: i32) -> io::Result<TcpListener> {
         let socket =
             socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
         socket.set_reuse_address(true)?;
-        match socket.bind(&addr.into()).and_then(|()| socket.listen(backlog)) {
+        match socket
+            .bind(&addr.into())
+            .and_then(|()| socket.listen(backlog))
+        {
             Ok(()) => {
                 socket.set_nonblocking(true)?;
                 let std_listener: std::net::TcpListener = socket.into();
