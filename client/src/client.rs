@@ -4,6 +4,10 @@
 //! whose id a caller is awaiting goes to that caller's one-shot channel
 //! (asyncio: a Future whose result another task sets); everything else —
 //! events, and replies nobody awaits — goes to the `incoming` queue.
+//!
+//! [`Client::connect_lean`] is the light alternative for load tests: no
+//! background task and no queue (a queue preallocates its slots, which adds
+//! up over tens of thousands of connections); the caller reads the frames.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,7 +18,7 @@ use std::time::Duration;
 
 use async_channel::Receiver;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use async_tungstenite::tungstenite::{Error as WsError, Message, http};
+use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes, http};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use futures::StreamExt;
 use futures::channel::oneshot;
@@ -65,55 +69,32 @@ pub struct Client {
 impl Client {
     /// Connects to `url` (`ws://host:port/ws?nick=…`) and waits for `welcome`.
     pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Client, ClientError> {
-        let addr = resolve(url)?;
-        let stream = match options.source_ip {
-            Some(ip) => natter_runtime::connect_from(ip, addr).await,
-            None => natter_runtime::connect(addr).await,
-        }
-        .map_err(|source| ClientError::Unreachable {
-            addr: addr.to_string(),
-            source,
-        })?;
-        let _ = stream.set_nodelay(true);
-        let config = WebSocketConfig::default()
-            .read_buffer_size(8 * 1024)
-            .write_buffer_size(8 * 1024)
-            // Server frames (a join reply with history) can be large.
-            .max_message_size(Some(64 << 20))
-            .max_frame_size(Some(64 << 20));
-        let (ws, _response) =
-            async_tungstenite::client_async_with_config(url, stream, Some(config))
-                .await
-                .map_err(|e| match e {
-                    WsError::Http(response) if response.status() == 503 => ClientError::ServerFull,
-                    WsError::Http(response) => ClientError::Refused {
-                        status: response.status().as_u16(),
-                    },
-                    other => ClientError::Handshake(other.to_string()),
-                })?;
-        Self::start(ws).await
+        Self::start(open(url, options, 8 * 1024).await?).await
+    }
+
+    /// Connects like [`Client::connect`] but hands back the two halves of
+    /// the socket instead of starting a background reader: no task, no
+    /// queue, no reply routing. The caller reads frames itself. Load tests
+    /// with tens of thousands of connections use it.
+    pub async fn connect_lean(
+        url: &str,
+        options: &ConnectOptions,
+    ) -> Result<LeanConnection, ClientError> {
+        let (sink, mut stream) = open(url, options, LEAN_READ_BUFFER).await?.split();
+        let welcome = read_welcome(&mut stream).await?;
+        Ok(LeanConnection {
+            welcome,
+            sender: LeanSender { sink, next_id: 1 },
+            receiver: LeanReceiver {
+                stream,
+                closed: None,
+            },
+        })
     }
 
     async fn start(ws: WebSocketStream<TcpStream>) -> Result<Client, ClientError> {
         let (sink, mut stream) = ws.split();
-        let welcome = match stream.next().await {
-            Some(Ok(Message::Text(text))) => match serde_json::from_str(&text) {
-                Ok(ServerMessage::Welcome(welcome)) => welcome,
-                _ => {
-                    return Err(ClientError::Protocol(format!(
-                        "expected welcome, got {text}"
-                    )));
-                }
-            },
-            Some(Ok(Message::Close(frame))) => return Err(ClientError::Closed(frame.map(info))),
-            Some(Ok(other)) => {
-                return Err(ClientError::Protocol(format!(
-                    "expected welcome, got {other:?}"
-                )));
-            }
-            Some(Err(e)) => return Err(ClientError::Handshake(e.to_string())),
-            None => return Err(ClientError::Closed(None)),
-        };
+        let welcome = read_welcome(&mut stream).await?;
         let pending: Pending = Arc::default();
         let closed: Arc<OnceLock<CloseInfo>> = Arc::default();
         let (tx, incoming) = async_channel::bounded(INCOMING_BUFFER);
@@ -127,7 +108,6 @@ impl Client {
             welcome,
         })
     }
-
     /// The server's `welcome`: our nick, the server's limits.
     pub fn welcome(&self) -> &Welcome {
         &self.welcome
@@ -271,6 +251,204 @@ fn info(frame: CloseFrame) -> CloseInfo {
     CloseInfo {
         code: frame.code.into(),
         reason: frame.reason.to_string(),
+    }
+}
+
+/// Read buffer of a lean connection. tungstenite zero-fills the free part
+/// of its read buffer before every read, so a small buffer is cheaper when
+/// frames are small (chat events are a few hundred bytes); larger frames
+/// still fit, the buffer grows for them.
+const LEAN_READ_BUFFER: usize = 2048;
+
+/// Opens the TCP connection and performs the WebSocket upgrade.
+async fn open(
+    url: &str,
+    options: &ConnectOptions,
+    read_buffer: usize,
+) -> Result<WebSocketStream<TcpStream>, ClientError> {
+    let addr = resolve(url)?;
+    let stream = match options.source_ip {
+        Some(ip) => natter_runtime::connect_from(ip, addr).await,
+        None => natter_runtime::connect(addr).await,
+    }
+    .map_err(|source| ClientError::Unreachable {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let _ = stream.set_nodelay(true);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(read_buffer)
+        .write_buffer_size(8 * 1024)
+        // Server frames (a join reply with history) can be large.
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    let (ws, _response) = async_tungstenite::client_async_with_config(url, stream, Some(config))
+        .await
+        .map_err(|e| match e {
+            WsError::Http(response) if response.status() == 503 => ClientError::ServerFull,
+            WsError::Http(response) => ClientError::Refused {
+                status: response.status().as_u16(),
+            },
+            other => ClientError::Handshake(other.to_string()),
+        })?;
+    Ok(ws)
+}
+
+/// Reads the first frame, which must be the `welcome`.
+async fn read_welcome(stream: &mut WebSocketReceiver<TcpStream>) -> Result<Welcome, ClientError> {
+    match stream.next().await {
+        Some(Ok(Message::Text(text))) => match serde_json::from_str(&text) {
+            Ok(ServerMessage::Welcome(welcome)) => Ok(welcome),
+            _ => Err(ClientError::Protocol(format!(
+                "expected welcome, got {text}"
+            ))),
+        },
+        Some(Ok(Message::Close(frame))) => Err(ClientError::Closed(frame.map(info))),
+        Some(Ok(other)) => Err(ClientError::Protocol(format!(
+            "expected welcome, got {other:?}"
+        ))),
+        Some(Err(e)) => Err(ClientError::Handshake(e.to_string())),
+        None => Err(ClientError::Closed(None)),
+    }
+}
+
+/// A connection without a background reader (see [`Client::connect_lean`]):
+/// the `welcome`, a sending half and a receiving half that can live in
+/// different tasks.
+pub struct LeanConnection {
+    pub welcome: Welcome,
+    pub sender: LeanSender,
+    pub receiver: LeanReceiver,
+}
+
+/// The sending half of a [`LeanConnection`].
+pub struct LeanSender {
+    sink: WebSocketSender<TcpStream>,
+    next_id: i64,
+}
+
+impl LeanSender {
+    /// Reserves the next request id (1, 2, 3, …) for a request the caller
+    /// encodes itself and sends with [`LeanSender::send_text`].
+    pub fn take_id(&mut self) -> i64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Sends a request without waiting for its reply; returns its id.
+    pub async fn send(&mut self, request: Request) -> Result<Id, ClientError> {
+        let id = Id::Int(self.take_id());
+        let text = Envelope {
+            request,
+            id: Some(id.clone()),
+        }
+        .to_json();
+        self.send_text(text).await?;
+        Ok(id)
+    }
+
+    /// Sends one raw text frame (for callers that craft their own JSON).
+    pub async fn send_text(&mut self, text: String) -> Result<(), ClientError> {
+        self.sink
+            .send(Message::text(text))
+            .await
+            .map_err(send_error)
+    }
+
+    /// Starts the closing handshake with close code 1000; the receiving
+    /// half then sees the server's close frame and ends.
+    pub async fn close(&mut self) -> Result<(), ClientError> {
+        let frame = CloseFrame {
+            code: 1000.into(),
+            reason: "bye".into(),
+        };
+        self.sink
+            .send(Message::Close(Some(frame)))
+            .await
+            .map_err(send_error)
+    }
+}
+
+/// One text frame from the server, undecoded (it derefs to `str`).
+pub struct TextFrame(Utf8Bytes);
+
+impl std::ops::Deref for TextFrame {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+/// The receiving half of a [`LeanConnection`].
+pub struct LeanReceiver {
+    stream: WebSocketReceiver<TcpStream>,
+    closed: Option<CloseInfo>,
+}
+
+impl LeanReceiver {
+    /// The next text frame, or `None` once the connection has ended
+    /// ([`LeanReceiver::close_info`] then tells how). Reading also answers
+    /// the server's pings.
+    pub async fn next_text(&mut self) -> Option<TextFrame> {
+        while let Some(frame) = self.stream.next().await {
+            match frame {
+                Ok(Message::Text(text)) => return Some(TextFrame(text)),
+                Ok(Message::Close(frame)) => {
+                    if self.closed.is_none() {
+                        self.closed = Some(frame.map(info).unwrap_or(CloseInfo {
+                            code: 1005,
+                            reason: String::new(),
+                        }));
+                    }
+                    // tungstenite answers; the stream ends next.
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if self.closed.is_none() {
+                        self.closed = Some(CloseInfo {
+                            code: 1006,
+                            reason: e.to_string(),
+                        });
+                    }
+                    return None;
+                }
+            }
+        }
+        if self.closed.is_none() {
+            self.closed = Some(CloseInfo {
+                code: 1006,
+                reason: "connection lost".into(),
+            });
+        }
+        None
+    }
+
+    /// The next frame decoded as a protocol message; frames that do not
+    /// decode are logged and skipped. `None` once the connection has ended.
+    pub async fn next(&mut self) -> Option<ServerMessage> {
+        loop {
+            let text = self.next_text().await?;
+            match serde_json::from_str(&text) {
+                Ok(message) => return Some(message),
+                Err(e) => log::warn!(
+                    "ignoring a frame the client cannot decode ({e}): {}",
+                    &*text
+                ),
+            }
+        }
+    }
+
+    /// How the connection ended, once it has.
+    pub fn close_info(&self) -> Option<&CloseInfo> {
+        self.closed.as_ref()
+    }
+}
+
+fn send_error(e: WsError) -> ClientError {
+    match e {
+        WsError::ConnectionClosed | WsError::AlreadyClosed => ClientError::Closed(None),
+        other => ClientError::Send(other.to_string()),
     }
 }
 

@@ -6,5 +6,7 @@
 pub mod client;
 pub mod error;
 
-pub use client::{Client, CloseInfo, ConnectOptions};
+pub use client::{
+    Client, CloseInfo, ConnectOptions, LeanConnection, LeanReceiver, LeanSender, TextFrame,
+};
 pub use error::ClientError;

@@ -1,7 +1,8 @@
-//! `natter`: the bundled chat client (and, later, load tester).
+//! `natter`: the bundled chat client and the load tester.
 
 mod chat;
 mod display;
+mod load;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,17 @@ enum Command {
     /// sent in turn; the client waits for the replies, closes cleanly and
     /// exits 0.
     Chat(chat::ChatArgs),
+    /// Load-test a server: fanout, conns, ramp, churn.
+    ///
+    /// Every test uses only protocol messages, so it works against any
+    /// server speaking the natter protocol; start the server with --rate 0
+    /// (and a --max-connections large enough for the test). Each run is
+    /// bounded by a hard deadline, prints a summary on stdout (or one JSON
+    /// object with --json) and exits 0 for a clean run, 1 when the server
+    /// misbehaved (loss, duplicates, reordering, unexpected closes, failed
+    /// connections, missing replies), 2 for usage or connection errors.
+    /// `natter load TEST --help` explains each test's options.
+    Load(load::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +42,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Chat(args) => natter_runtime::block_on(chat::run(args)),
+        Command::Load(args) => Ok(natter_runtime::block_on(load::run(args))),
     };
     match result {
         Ok(code) => code,

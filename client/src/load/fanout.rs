@@ -1,0 +1,999 @@
+//! `natter load fanout`: publishers say, subscribers receive; throughput,
+//! latency, and the room-order guarantees checked on every delivery.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use natter::{LeanReceiver, LeanSender};
+use natter_protocol::{Id, Reply, ServerMessage};
+use serde::Serialize;
+
+use super::net::{
+    self, Alive, AliveGuard, CloseCount, CloseLog, ConnectStats, ConnectSummary, Ctx,
+};
+use super::report::{Findings, Lines, Report, Summary, count};
+use super::stats::{LOCAL_BATCH, Percentiles, SeqTracker, SharedHist, lock, ms};
+use super::sys::CpuSnapshot;
+use super::{CommonArgs, check_rate, header, seconds, setup, usage};
+
+#[derive(Args, Debug)]
+pub struct FanoutArgs {
+    /// Subscribers: connections that join a room and only listen.
+    #[arg(long, short = 's', value_name = "S", default_value_t = 100)]
+    subs: usize,
+
+    /// Publishers: connections that join a room and say messages at --rate.
+    #[arg(long, short = 'p', value_name = "P", default_value_t = 10)]
+    pubs: usize,
+
+    /// Rooms; subscriber i and publisher j go to room i mod K and j mod K.
+    #[arg(long, short = 'k', value_name = "K", default_value_t = 1)]
+    rooms: usize,
+
+    /// Messages per second each publisher says (evenly paced, to a fixed
+    /// schedule; a publisher that falls behind catches up).
+    #[arg(long, short = 'r', value_name = "MSG/S", default_value_t = 10.0)]
+    rate: f64,
+
+    /// Length of the measured window, in seconds (after the warm-up).
+    #[arg(long, short = 'd', value_name = "SECS", default_value_t = 10.0)]
+    duration: f64,
+
+    /// Warm-up in seconds: publishers already send, deliveries are checked
+    /// for loss and order but not counted in throughput or latency.
+    #[arg(long, short = 'w', value_name = "SECS", default_value_t = 2.0)]
+    warmup: f64,
+
+    /// Pad each message text to at least this many bytes (0: no padding,
+    /// about 30 bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    size: usize,
+
+    /// Seconds to wait after the last send for outstanding deliveries and
+    /// replies before counting what is missing.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    drain: f64,
+
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+struct Params {
+    subs: usize,
+    pubs: usize,
+    rooms: usize,
+    rate: f64,
+    warmup: Duration,
+    duration: Duration,
+    drain: Duration,
+    size: usize,
+}
+
+/// One subscriber's view, updated by its reader task.
+struct Sub {
+    joined: bool,
+    room_seq: SeqTracker,
+    /// Indexed by publisher / rooms (the publishers of this room).
+    per_pub: Vec<SeqTracker>,
+    /// First deliveries of messages sent in the measured window.
+    measured: u64,
+    /// Latencies not yet flushed into the shared histogram.
+    latencies: Vec<u64>,
+    /// Messages in our room that this run did not send.
+    foreign: u64,
+}
+
+/// One publisher. Its `say` n (its sequence number, from 1) has request
+/// id `first_id + n - 1`, which maps each reply back to a message.
+struct Pub {
+    sender: Mutex<Option<LeanSender>>,
+    first_id: AtomicI64,
+    /// Sequence number of the first message of the measured window.
+    first_measured: AtomicU64,
+    sent: AtomicU64,
+    sent_measured: AtomicU64,
+    oks: AtomicU64,
+    /// `error` replies: messages the server refused (never delivered).
+    rejected: AtomicU64,
+    /// Highest sequence number that got a reply (replies come in order).
+    highest_replied: AtomicU64,
+    max_lag_us: AtomicU64,
+}
+
+impl Default for Pub {
+    fn default() -> Self {
+        Pub {
+            sender: Mutex::default(),
+            first_id: AtomicI64::new(i64::MAX),
+            first_measured: AtomicU64::new(u64::MAX),
+            sent: AtomicU64::new(0),
+            sent_measured: AtomicU64::new(0),
+            oks: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            highest_replied: AtomicU64::new(0),
+            max_lag_us: AtomicU64::new(0),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Room {
+    subs_joined: AtomicU64,
+    pubs_joined: AtomicU64,
+    /// Messages the server acknowledged with `ok`: each is owed to every
+    /// subscriber of the room.
+    acked: AtomicU64,
+    acked_measured: AtomicU64,
+    /// Highest seq an `ok` reply announced.
+    last_seq: AtomicU64,
+}
+
+struct Fanout {
+    ctx: Arc<Ctx>,
+    p: Params,
+    room_names: Vec<String>,
+    connects: ConnectStats,
+    closes: CloseLog,
+    subs: Vec<Mutex<Sub>>,
+    pubs: Vec<Pub>,
+    rooms: Vec<Room>,
+    latency: SharedHist,
+    /// First deliveries to subscribers, warm-up included.
+    delivered: AtomicU64,
+    reply_errors: Mutex<BTreeMap<String, u64>>,
+    sub_senders: Mutex<Vec<LeanSender>>,
+    alive: Arc<Alive>,
+    window: Mutex<(Option<CpuSnapshot>, Option<CpuSnapshot>)>,
+}
+
+pub async fn run(args: FanoutArgs) -> ExitCode {
+    let p = match params(&args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let mut findings = Findings::default();
+    let ctx = match setup(&args.common, p.subs + p.pubs, &mut findings).await {
+        Ok(ctx) => ctx,
+        Err(code) => return code,
+    };
+    let max_text = ctx.welcome.limits.max_text_bytes;
+    if p.size > max_text {
+        return usage(&format!(
+            "--size {} exceeds the server's max_text_bytes {max_text}",
+            p.size
+        ));
+    }
+    let over_rate = check_rate(&ctx, p.rate, &mut findings);
+    if p.rooms > p.pubs {
+        findings.warn(format!(
+            "{} rooms but only {} publishers: some rooms get no messages",
+            p.rooms, p.pubs
+        ));
+    }
+    let deadline = args.common.deadline.map_or_else(
+        || {
+            let n = (p.subs + p.pubs) as f64;
+            Duration::from_secs_f64(60.0 + n / 100.0)
+                + p.warmup
+                + p.duration
+                + p.drain
+                + Duration::from_secs(15)
+        },
+        Duration::from_secs_f64,
+    );
+    let f = Arc::new(Fanout::new(ctx.clone(), p));
+    let finished = natter_runtime::timeout(deadline, scenario(f.clone()))
+        .await
+        .is_some();
+    ctx.stop.store(true, Ordering::Relaxed);
+    ctx.progress.finish();
+    let (results, cpu) = f.results(&mut findings, over_rate);
+    let report = Report::new(
+        header(&ctx, "fanout", deadline),
+        findings,
+        cpu,
+        !finished,
+        results,
+    );
+    f.close().await;
+    report.emit(args.common.json)
+}
+
+fn params(a: &FanoutArgs) -> Result<Params, ExitCode> {
+    if a.subs == 0 || a.pubs == 0 {
+        return Err(usage(
+            "fanout needs at least one subscriber and one publisher",
+        ));
+    }
+    if a.rooms == 0 || a.rooms > 100_000 {
+        return Err(usage("--rooms must be between 1 and 100000"));
+    }
+    if !(a.rate.is_finite() && a.rate > 0.0 && a.rate <= 1_000_000.0) {
+        return Err(usage("--rate must be a number of messages per second > 0"));
+    }
+    Ok(Params {
+        subs: a.subs,
+        pubs: a.pubs,
+        rooms: a.rooms,
+        rate: a.rate,
+        warmup: seconds("--warmup", a.warmup, true)?,
+        duration: seconds("--duration", a.duration, false)?,
+        drain: seconds("--drain", a.drain, true)?,
+        size: a.size,
+    })
+}
+
+/// How many of `pubs` publishers land in room `k` of `rooms`.
+fn pubs_in_room(pubs: usize, rooms: usize, k: usize) -> usize {
+    (pubs + rooms - 1 - k) / rooms
+}
+
+impl Fanout {
+    fn new(ctx: Arc<Ctx>, p: Params) -> Fanout {
+        let room_names = (0..p.rooms)
+            .map(|k| format!("load-{}-{k}", ctx.run_id))
+            .collect();
+        let subs = (0..p.subs)
+            .map(|i| {
+                let k = i % p.rooms;
+                Mutex::new(Sub {
+                    joined: false,
+                    room_seq: SeqTracker::new(0),
+                    per_pub: (0..pubs_in_room(p.pubs, p.rooms, k))
+                        .map(|_| SeqTracker::new(0))
+                        .collect(),
+                    measured: 0,
+                    latencies: Vec::new(),
+                    foreign: 0,
+                })
+            })
+            .collect();
+        Fanout {
+            pubs: (0..p.pubs).map(|_| Pub::default()).collect(),
+            rooms: (0..p.rooms).map(|_| Room::default()).collect(),
+            ctx,
+            p,
+            room_names,
+            connects: ConnectStats::default(),
+            closes: CloseLog::default(),
+            subs,
+            latency: SharedHist::default(),
+            delivered: AtomicU64::new(0),
+            reply_errors: Mutex::default(),
+            sub_senders: Mutex::default(),
+            alive: Arc::default(),
+            window: Mutex::default(),
+        }
+    }
+
+    fn sent(&self) -> u64 {
+        self.pubs
+            .iter()
+            .map(|p| p.sent.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn oks(&self) -> u64 {
+        self.pubs
+            .iter()
+            .map(|p| p.oks.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn rejected(&self) -> u64 {
+        self.pubs
+            .iter()
+            .map(|p| p.rejected.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// First deliveries owed to subscribers so far, warm-up included.
+    fn expected_all(&self) -> u64 {
+        self.rooms
+            .iter()
+            .map(|r| r.acked.load(Ordering::Relaxed) * r.subs_joined.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Connects and joins connection `i` (subscribers first, then publishers).
+    async fn open(self: Arc<Self>, i: usize) {
+        let ctx = &self.ctx;
+        let is_sub = i < self.p.subs;
+        let k = if is_sub { i } else { i - self.p.subs } % self.p.rooms;
+        let conn = ctx.connect(i, &ctx.url, &self.connects).await;
+        let Some(mut conn) = conn else {
+            ctx.progress.inc();
+            return;
+        };
+        let joined = net::join(&mut conn, &self.room_names[k]).await;
+        ctx.progress.inc();
+        let join = match joined {
+            Ok(join) => join,
+            Err(why) => {
+                self.connects.join_failed(why);
+                return;
+            }
+        };
+        let guard = self.alive.enter();
+        if is_sub {
+            {
+                let mut sub = lock(&self.subs[i]);
+                sub.joined = true;
+                sub.room_seq = SeqTracker::new(join.seq);
+            }
+            self.rooms[k].subs_joined.fetch_add(1, Ordering::Relaxed);
+            lock(&self.sub_senders).push(conn.sender);
+            natter_runtime::spawn(self.clone().subscribe(i, k, conn.receiver, guard));
+        } else {
+            let j = i - self.p.subs;
+            *lock(&self.pubs[j].sender) = Some(conn.sender);
+            self.rooms[k].pubs_joined.fetch_add(1, Ordering::Relaxed);
+            natter_runtime::spawn(self.clone().drain_replies(j, k, conn.receiver, guard));
+        }
+    }
+
+    /// A subscriber's reader: checks and times every message.
+    async fn subscribe(
+        self: Arc<Self>,
+        i: usize,
+        k: usize,
+        mut receiver: LeanReceiver,
+        _alive: AliveGuard,
+    ) {
+        let run = self.ctx.run_id.as_str();
+        let (rooms, pubs) = (self.p.rooms, self.p.pubs);
+        while let Some(frame) = receiver.next_text().await {
+            match net::frame_type(&frame).as_deref() {
+                Some("message") => {}
+                Some("shutdown") => {
+                    self.closes.shutdown();
+                    continue;
+                }
+                _ => continue, // presence, our join's reply
+            }
+            let now = net::unix_micros();
+            let Ok(ServerMessage::Message(m)) = serde_json::from_str(&frame) else {
+                continue;
+            };
+            let payload = Payload::parse(&m.text, run);
+            let mut sub = lock(&self.subs[i]);
+            sub.room_seq.observe(m.seq);
+            match payload {
+                Some(p) if p.publisher < pubs && p.publisher % rooms == k => {
+                    let seen = sub.per_pub[p.publisher / rooms].observe(p.seq);
+                    if seen.is_new() {
+                        self.delivered.fetch_add(1, Ordering::Relaxed);
+                        if p.measured {
+                            sub.measured += 1;
+                            sub.latencies.push(now.saturating_sub(p.micros));
+                        }
+                    }
+                }
+                _ => sub.foreign += 1,
+            }
+            if sub.latencies.len() >= LOCAL_BATCH {
+                self.latency.flush(&mut sub.latencies);
+            }
+        }
+        self.closes.ended(receiver.close_info());
+    }
+
+    /// A publisher's reader: counts `ok` replies, notes errors, skips the
+    /// room's messages.
+    async fn drain_replies(
+        self: Arc<Self>,
+        j: usize,
+        k: usize,
+        mut receiver: LeanReceiver,
+        _alive: AliveGuard,
+    ) {
+        while let Some(frame) = receiver.next_text().await {
+            match net::frame_type(&frame).as_deref() {
+                Some("ok" | "error") => {}
+                Some("shutdown") => {
+                    self.closes.shutdown();
+                    continue;
+                }
+                _ => continue,
+            }
+            let me = &self.pubs[j];
+            // The publisher sequence number a reply answers.
+            let first_id = me.first_id.load(Ordering::Relaxed);
+            let pseq = |id: &Option<Id>| match id {
+                Some(Id::Int(id)) if *id >= first_id => Some((id - first_id) as u64 + 1),
+                _ => None,
+            };
+            match serde_json::from_str(&frame) {
+                Ok(ServerMessage::Ok(ok)) => {
+                    let (Reply::Say { seq, .. }, Some(n)) = (&ok.reply, pseq(&ok.id)) else {
+                        continue;
+                    };
+                    me.oks.fetch_add(1, Ordering::Relaxed);
+                    me.highest_replied.fetch_max(n, Ordering::Relaxed);
+                    let room = &self.rooms[k];
+                    room.last_seq.fetch_max(*seq, Ordering::Relaxed);
+                    room.acked.fetch_add(1, Ordering::Relaxed);
+                    if n >= me.first_measured.load(Ordering::Relaxed) {
+                        room.acked_measured.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(ServerMessage::Error(e)) => {
+                    if let Some(n) = pseq(&e.id) {
+                        me.rejected.fetch_add(1, Ordering::Relaxed);
+                        me.highest_replied.fetch_max(n, Ordering::Relaxed);
+                    }
+                    let key = format!("{}: {}", e.code, e.message);
+                    *lock(&self.reply_errors).entry(key).or_default() += 1;
+                }
+                _ => {}
+            }
+        }
+        self.closes.ended(receiver.close_info());
+    }
+
+    /// Publisher `j` says its messages on schedule from `t0`.
+    async fn publish(self: Arc<Self>, j: usize, mut sender: LeanSender, t0: Instant) -> LeanSender {
+        let k = j % self.p.rooms;
+        let room = &self.room_names[k];
+        let run = &self.ctx.run_id;
+        let me = &self.pubs[j];
+        let rate = self.p.rate;
+        // Publishers are staggered over one interval so sends spread evenly.
+        let offset = j as f64 / (self.p.pubs as f64 * rate);
+        let warm_end = self.p.warmup.as_secs_f64();
+        let end = warm_end + self.p.duration.as_secs_f64();
+        let pad = self.p.size;
+        let mut n: u64 = 0;
+        while !self.ctx.stopped() {
+            let at = offset + n as f64 / rate;
+            if at >= end {
+                break;
+            }
+            let due = t0 + Duration::from_secs_f64(at);
+            net::sleep_until(due).await;
+            let lag = Instant::now().saturating_duration_since(due);
+            me.max_lag_us
+                .fetch_max(lag.as_micros() as u64, Ordering::Relaxed);
+            n += 1;
+            let measured = at >= warm_end;
+            let id = sender.take_id();
+            if n == 1 {
+                me.first_id.store(id, Ordering::Relaxed);
+            }
+            if measured && me.first_measured.load(Ordering::Relaxed) == u64::MAX {
+                me.first_measured.store(n, Ordering::Relaxed);
+            }
+            let micros = net::unix_micros();
+            let mut text = String::with_capacity(96 + room.len() + pad);
+            let _ = write!(
+                text,
+                r#"{{"type":"say","id":{id},"room":"{room}","text":"{run} {j} {n} {micros} {}"#,
+                if measured { 'm' } else { 'w' }
+            );
+            let body_start = text.find(r#""text":""#).map_or(0, |p| p + 8);
+            let body_len = text.len() - body_start;
+            if body_len < pad {
+                text.push(' ');
+                text.extend(std::iter::repeat_n('x', pad.saturating_sub(body_len + 1)));
+            }
+            text.push_str("\"}");
+            if sender.send_text(text).await.is_err() {
+                break; // the reader records how the connection ended
+            }
+            me.sent.fetch_add(1, Ordering::Relaxed);
+            if measured {
+                me.sent_measured.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        sender
+    }
+
+    /// Closes every connection (bounded in time) and waits briefly for
+    /// the readers to see the ends.
+    async fn close(&self) {
+        self.closes.closing.store(true, Ordering::Relaxed);
+        let mut senders: Vec<LeanSender> = std::mem::take(&mut *lock(&self.sub_senders));
+        senders.extend(self.pubs.iter().filter_map(|p| lock(&p.sender).take()));
+        net::close_all(senders, self.ctx.in_flight, Duration::from_secs(10)).await;
+        let alive = self.alive.clone();
+        net::wait_until(Duration::from_secs(5), || alive.count() == 0).await;
+    }
+}
+
+/// Connect, warm up, measure, drain. Everything it learns lives in `f`,
+/// so a run cut short by the deadline still reports.
+async fn scenario(f: Arc<Fanout>) {
+    let ctx = f.ctx.clone();
+    let total = f.p.subs + f.p.pubs;
+    ctx.progress.count("connecting", total as u64);
+    let opener = f.clone();
+    net::pool(&ctx, 0..total, move |i| opener.clone().open(i)).await;
+    let joined_pubs: Vec<usize> = (0..f.p.pubs)
+        .filter(|&j| lock(&f.pubs[j].sender).is_some())
+        .collect();
+    let joined_subs: u64 = f
+        .rooms
+        .iter()
+        .map(|r| r.subs_joined.load(Ordering::Relaxed))
+        .sum();
+    if joined_pubs.is_empty() || joined_subs == 0 || ctx.stopped() {
+        return;
+    }
+
+    let t0 = Instant::now() + Duration::from_millis(100);
+    let warm_end = t0 + f.p.warmup;
+    let end = warm_end + f.p.duration;
+    let publishers: Vec<_> = joined_pubs
+        .iter()
+        .filter_map(|&j| {
+            let sender = lock(&f.pubs[j].sender).take()?;
+            Some((j, natter_runtime::spawn(f.clone().publish(j, sender, t0))))
+        })
+        .collect();
+
+    ctx.progress.spin("warm-up", "");
+    let ticker = {
+        let f = f.clone();
+        ctx.progress.ticker(move || {
+            format!(
+                "sent {}  delivered {}  ok {}",
+                count(f.sent()),
+                count(f.delivered.load(Ordering::Relaxed)),
+                count(f.oks())
+            )
+        })
+    };
+    net::sleep_until(warm_end).await;
+    lock(&f.window).0 = Some(CpuSnapshot::take(ctx.server_pid));
+    ctx.progress.spin("measuring", "");
+    net::sleep_until(end).await;
+    lock(&f.window).1 = Some(CpuSnapshot::take(ctx.server_pid));
+
+    for (j, handle) in publishers {
+        let sender = handle.await;
+        *lock(&f.pubs[j].sender) = Some(sender);
+    }
+    ctx.progress.spin("draining", "");
+    let g = f.clone();
+    net::wait_until(f.p.drain, move || {
+        g.oks() + g.rejected() >= g.sent()
+            && g.delivered.load(Ordering::Relaxed) >= g.expected_all()
+    })
+    .await;
+    drop(ticker);
+}
+
+/// How many connections the closes matching `pick` account for.
+fn count_closes(closes: &[CloseCount], pick: impl Fn(&CloseCount) -> bool) -> u64 {
+    closes.iter().filter(|c| pick(c)).map(|c| c.count).sum()
+}
+
+/// What a subscriber reads out of a message text.
+#[derive(Debug, PartialEq)]
+struct Payload {
+    publisher: usize,
+    seq: u64,
+    micros: u64,
+    measured: bool,
+}
+
+impl Payload {
+    /// `"<run> <publisher> <seq> <unix micros> <w|m>[ padding]"`; `None`
+    /// for texts another run (or client) wrote.
+    fn parse(text: &str, run: &str) -> Option<Payload> {
+        let mut parts = text.split(' ');
+        if parts.next()? != run {
+            return None;
+        }
+        let publisher = parts.next()?.parse().ok()?;
+        let seq = parts.next()?.parse().ok()?;
+        let micros = parts.next()?.parse().ok()?;
+        let measured = match parts.next()? {
+            "m" => true,
+            "w" => false,
+            _ => return None,
+        };
+        Some(Payload {
+            publisher,
+            seq,
+            micros,
+            measured,
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct FanoutResults {
+    pub subscribers: usize,
+    pub publishers: usize,
+    pub rooms: usize,
+    pub rate_per_publisher: f64,
+    pub warmup_s: f64,
+    pub duration_s: f64,
+    pub connections: ConnectSummary,
+    /// Messages said, warm-up included.
+    pub sent_total: u64,
+    /// Messages said in the measured window.
+    pub sent: u64,
+    pub send_rate_per_s: f64,
+    pub target_send_rate_per_s: f64,
+    /// Most a publisher's send lagged behind its schedule.
+    pub max_publisher_lag_ms: f64,
+    pub replies_ok: u64,
+    pub missing_replies: u64,
+    pub reply_errors: BTreeMap<String, u64>,
+    /// Messages sent in the measured window and acknowledged with `ok`,
+    /// × subscribers of their room.
+    pub expected_deliveries: u64,
+    /// First deliveries of those messages.
+    pub deliveries: u64,
+    pub deliveries_per_s: f64,
+    /// By publisher sequence, warm-up included: acknowledged messages a
+    /// subscriber of the room never received.
+    pub lost: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    /// By the room's seq as each subscriber saw it.
+    pub seq_gaps: u64,
+    pub seq_duplicates: u64,
+    pub seq_reordered: u64,
+    /// Messages in our rooms that this run did not send.
+    pub foreign_messages: u64,
+    /// Send (unix time in the text) to receipt, measured window only.
+    pub latency: Option<Percentiles>,
+    /// Closes by the server (or lost connections) before the tester closed.
+    pub close_codes_seen: Vec<CloseCount>,
+    pub server_cpu_us_per_delivery: Option<f64>,
+    pub server_cpu_s_per_million_deliveries: Option<f64>,
+}
+
+impl Fanout {
+    /// The numbers, and what they say about the server. With `over_rate`
+    /// (the run asked more of a connection than the server's announced rate
+    /// limit) the limit's effects are the tester's error, not misbehaviour.
+    fn results(
+        &self,
+        findings: &mut Findings,
+        over_rate: bool,
+    ) -> (FanoutResults, Option<super::sys::CpuWindow>) {
+        let p = &self.p;
+        let mut lost = 0;
+        let mut dups = 0;
+        let mut late = 0;
+        let (mut seq_lost, mut seq_dups, mut seq_late) = (0, 0, 0);
+        let mut foreign = 0;
+        let mut deliveries = 0;
+        let mut worst: Option<(usize, u64)> = None;
+        for (i, sub) in self.subs.iter().enumerate() {
+            let mut sub = lock(sub);
+            if !sub.joined {
+                continue;
+            }
+            let k = i % p.rooms;
+            self.latency.flush(&mut sub.latencies);
+            deliveries += sub.measured;
+            foreign += sub.foreign;
+            let mut sub_lost = 0;
+            for (local, t) in sub.per_pub.iter().enumerate() {
+                let publisher = &self.pubs[local * p.rooms + k];
+                // Owed: every message up to the last one answered, less
+                // those the server refused.
+                let answered = publisher.highest_replied.load(Ordering::Relaxed);
+                let owed = answered.saturating_sub(publisher.rejected.load(Ordering::Relaxed));
+                sub_lost += owed.saturating_sub(t.received_upto(answered));
+                dups += t.duplicates;
+                late += t.late;
+            }
+            lost += sub_lost;
+            if sub_lost > 0 && worst.is_none_or(|(_, n)| sub_lost > n) {
+                worst = Some((i, sub_lost));
+            }
+            let last = self.rooms[k].last_seq.load(Ordering::Relaxed);
+            seq_lost += sub.room_seq.lost(last);
+            seq_dups += sub.room_seq.duplicates;
+            seq_late += sub.room_seq.late;
+        }
+        let sent_total = self.sent();
+        let sent: u64 = self
+            .pubs
+            .iter()
+            .map(|p| p.sent_measured.load(Ordering::Relaxed))
+            .sum();
+        let oks = self.oks();
+        let rejected = self.rejected();
+        let expected: u64 = self
+            .rooms
+            .iter()
+            .map(|r| {
+                r.acked_measured.load(Ordering::Relaxed) * r.subs_joined.load(Ordering::Relaxed)
+            })
+            .sum();
+        let window = lock(&self.window);
+        let cpu = match &*window {
+            (Some(a), Some(b)) => Some(a.window(b)),
+            _ => None,
+        };
+        let secs = p.duration.as_secs_f64();
+        let pubs_joined: u64 = self
+            .rooms
+            .iter()
+            .map(|r| r.pubs_joined.load(Ordering::Relaxed))
+            .sum();
+        let server_us = cpu
+            .as_ref()
+            .and_then(|c| c.server_cpu_s)
+            .filter(|_| deliveries > 0)
+            .map(|s| s * 1e6 / deliveries as f64);
+        let max_lag_ms = self
+            .pubs
+            .iter()
+            .map(|p| p.max_lag_us.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0) as f64
+            / 1000.0;
+        let results = FanoutResults {
+            subscribers: p.subs,
+            publishers: p.pubs,
+            rooms: p.rooms,
+            rate_per_publisher: p.rate,
+            warmup_s: p.warmup.as_secs_f64(),
+            duration_s: secs,
+            connections: self.connects.summary(),
+            sent_total,
+            sent,
+            send_rate_per_s: sent as f64 / secs,
+            target_send_rate_per_s: pubs_joined as f64 * p.rate,
+            max_publisher_lag_ms: max_lag_ms,
+            replies_ok: oks,
+            missing_replies: sent_total.saturating_sub(oks + rejected),
+            reply_errors: lock(&self.reply_errors).clone(),
+            expected_deliveries: expected,
+            deliveries,
+            deliveries_per_s: deliveries as f64 / secs,
+            lost,
+            duplicates: dups,
+            reordered: late,
+            seq_gaps: seq_lost,
+            seq_duplicates: seq_dups,
+            seq_reordered: seq_late,
+            foreign_messages: foreign,
+            latency: self.latency.summary(),
+            close_codes_seen: self.closes.summary(),
+            server_cpu_us_per_delivery: server_us,
+            server_cpu_s_per_million_deliveries: server_us,
+        };
+
+        // Judge.
+        results.connections.judge(findings, false);
+        let is_flooding = |c: &CloseCount| c.code == 1008 && c.reason.contains("flood");
+        let flooded: u64 = count_closes(&results.close_codes_seen, is_flooding);
+        if over_rate && flooded > 0 {
+            findings.error(format!(
+                "{flooded} publishers were closed for flooding (1008): the server's rate limit \
+                 is below --rate"
+            ));
+            let others: Vec<String> = results
+                .close_codes_seen
+                .iter()
+                .filter(|c| !is_flooding(c))
+                .map(|c| format!("{} × {} ({})", c.count, c.code, c.reason))
+                .collect();
+            if !others.is_empty() {
+                findings.problem(format!(
+                    "connections were closed by the server or lost during the run: {}",
+                    others.join(", ")
+                ));
+            }
+            let shutdowns = self.closes.shutdown_events.load(Ordering::Relaxed);
+            if shutdowns > 0 {
+                findings.problem(format!(
+                    "{shutdowns} connections got a shutdown event during the run"
+                ));
+            }
+        } else {
+            self.closes.judge(findings);
+        }
+        let r = &results;
+        if r.lost > 0 {
+            let worst = worst.map_or(String::new(), |(i, n)| {
+                format!(" (worst: subscriber {i} missed {n})")
+            });
+            findings.problem(format!(
+                "{} deliveries lost: messages a subscriber never received from a publisher \
+                 of its room{worst}",
+                r.lost
+            ));
+        }
+        if r.duplicates > 0 {
+            findings.problem(format!(
+                "{} duplicate deliveries (same publisher sequence twice)",
+                r.duplicates
+            ));
+        }
+        if r.reordered > 0 {
+            findings.problem(format!(
+                "{} deliveries out of order (a publisher's message after a later one)",
+                r.reordered
+            ));
+        }
+        if r.seq_gaps + r.seq_duplicates + r.seq_reordered > 0 {
+            findings.problem(format!(
+                "room seq numbering broken as seen by subscribers: {} missing, {} duplicate, \
+                 {} out of order",
+                r.seq_gaps, r.seq_duplicates, r.seq_reordered
+            ));
+        }
+        if r.foreign_messages > 0 {
+            findings.problem(format!(
+                "{} messages in this run's rooms that no publisher of the run sent to that room",
+                r.foreign_messages
+            ));
+        }
+        if r.missing_replies > 0 && over_rate && flooded > 0 {
+            findings.error(format!(
+                "{} say requests got no reply: in flight when their publisher was closed \
+                 for flooding",
+                r.missing_replies
+            ));
+        } else if r.missing_replies > 0 {
+            findings.problem(format!(
+                "{} say requests got no ok reply (sent {}, ok {}, errors {})",
+                r.missing_replies,
+                r.sent_total,
+                r.replies_ok,
+                r.reply_errors.values().sum::<u64>()
+            ));
+        }
+        let (limited, other): (Vec<_>, Vec<_>) = r
+            .reply_errors
+            .iter()
+            .map(|(e, n)| (e, format!("{n} × {e}")))
+            .partition(|(e, _)| over_rate && e.starts_with("rate_limited"));
+        if !limited.is_empty() {
+            let list: Vec<String> = limited.into_iter().map(|(_, s)| s).collect();
+            findings.error(format!(
+                "the server refused messages over its rate limit (start it with --rate 0): {}",
+                list.join("; ")
+            ));
+        }
+        if !other.is_empty() {
+            let list: Vec<String> = other.into_iter().map(|(_, s)| s).collect();
+            findings.problem(format!("error replies to say: {}", list.join("; ")));
+        }
+        if r.max_publisher_lag_ms > 100.0 {
+            findings.warn(format!(
+                "publishers fell up to {} behind their schedule (the server's backpressure \
+                 on their sends, or an overloaded tester)",
+                ms(r.max_publisher_lag_ms)
+            ));
+        }
+        if r.target_send_rate_per_s > 0.0 && r.send_rate_per_s < 0.95 * r.target_send_rate_per_s {
+            findings.warn(format!(
+                "publishers achieved {:.0} msg/s of the {:.0} msg/s asked for",
+                r.send_rate_per_s, r.target_send_rate_per_s
+            ));
+        }
+        (results, cpu)
+    }
+}
+
+impl Summary for FanoutResults {
+    fn human(&self, out: &mut Lines) {
+        out.kv(
+            "setup",
+            format!(
+                "{} subscribers, {} publishers × {} msg/s, {} rooms; warm-up {} s, measured {} s",
+                self.subscribers,
+                self.publishers,
+                self.rate_per_publisher,
+                self.rooms,
+                self.warmup_s,
+                self.duration_s
+            ),
+        );
+        out.kv("connections", self.connections.line());
+        if let Some(t) = &self.connections.connect_time {
+            out.kv("connect time", t.line());
+        }
+        out.kv(
+            "sent (measured)",
+            format!(
+                "{} ({:.1} msg/s of {:.1} asked; {} incl. warm-up)",
+                count(self.sent),
+                self.send_rate_per_s,
+                self.target_send_rate_per_s,
+                count(self.sent_total)
+            ),
+        );
+        out.kv(
+            "replies",
+            format!(
+                "{} ok, {} errors, {} missing",
+                count(self.replies_ok),
+                self.reply_errors.values().sum::<u64>(),
+                self.missing_replies
+            ),
+        );
+        out.kv("expected deliveries", count(self.expected_deliveries));
+        out.kv(
+            "deliveries",
+            format!(
+                "{} ({:.0}/s)",
+                count(self.deliveries),
+                self.deliveries_per_s
+            ),
+        );
+        out.kv(
+            "lost / dup / reordered",
+            format!(
+                "{} / {} / {} (by publisher sequence)",
+                self.lost, self.duplicates, self.reordered
+            ),
+        );
+        out.kv(
+            "room seq gap / dup / reord",
+            format!(
+                "{} / {} / {}",
+                self.seq_gaps, self.seq_duplicates, self.seq_reordered
+            ),
+        );
+        match &self.latency {
+            Some(l) => out.kv("latency", l.line()),
+            None => out.kv("latency", "no deliveries measured"),
+        }
+        out.kv("max publisher lag", ms(self.max_publisher_lag_ms));
+        let closes = if self.close_codes_seen.is_empty() {
+            "none".to_owned()
+        } else {
+            self.close_codes_seen
+                .iter()
+                .map(|c| format!("{} × {} ({})", c.count, c.code, c.reason))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.kv("close codes seen", closes);
+        if let Some(us) = self.server_cpu_us_per_delivery {
+            out.kv(
+                "server CPU per delivery",
+                format!("{us:.2} µs ({us:.2} s per million deliveries)"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trip() {
+        let p = Payload::parse("abc123 7 42 1795300000123456 m xxxxx", "abc123").unwrap();
+        assert_eq!(
+            p,
+            Payload {
+                publisher: 7,
+                seq: 42,
+                micros: 1795300000123456,
+                measured: true
+            }
+        );
+        assert!(Payload::parse("zzz 7 42 1 m", "abc123").is_none());
+        assert!(Payload::parse("abc123 7 42 1 q", "abc123").is_none());
+        assert!(Payload::parse("hello", "abc123").is_none());
+    }
+
+    #[test]
+    fn publishers_spread_over_rooms() {
+        assert_eq!(pubs_in_room(10, 3, 0), 4);
+        assert_eq!(pubs_in_room(10, 3, 1), 3);
+        assert_eq!(pubs_in_room(10, 3, 2), 3);
+        assert_eq!(pubs_in_room(2, 3, 2), 0);
+        let total: usize = (0..7).map(|k| pubs_in_room(100, 7, k)).sum();
+        assert_eq!(total, 100);
+    }
+}

@@ -1,0 +1,238 @@
+//! The end of every run: the readable summary on stdout, or with `--json`
+//! one JSON object, and the exit code (0 clean, 1 the server misbehaved,
+//! 2 usage or connection errors on the tester's side).
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::sys::CpuWindow;
+
+/// A clean run: every check passed.
+pub const EXIT_CLEAN: u8 = 0;
+/// The server misbehaved (loss, duplicates, reordering, unexpected closes,
+/// failed connections, missing replies, a run that hit its deadline).
+pub const EXIT_MISBEHAVIOUR: u8 = 1;
+/// Usage errors, or the tester could not do its job (server unreachable,
+/// out of local ports or file descriptors).
+pub const EXIT_ERROR: u8 = 2;
+
+/// What a run found besides its numbers.
+#[derive(Debug, Default, Serialize)]
+pub struct Findings {
+    /// Server misbehaviour; any makes the exit code 1.
+    pub problems: Vec<String>,
+    /// Trouble on the tester's side; makes the exit code 2 when there is no problem.
+    pub errors: Vec<String>,
+    /// Worth knowing, changes nothing.
+    pub warnings: Vec<String>,
+}
+
+impl Findings {
+    pub fn problem(&mut self, s: impl Into<String>) {
+        self.problems.push(s.into());
+    }
+
+    pub fn error(&mut self, s: impl Into<String>) {
+        self.errors.push(s.into());
+    }
+
+    pub fn warn(&mut self, s: impl Into<String>) {
+        self.warnings.push(s.into());
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        if !self.problems.is_empty() {
+            EXIT_MISBEHAVIOUR
+        } else if !self.errors.is_empty() {
+            EXIT_ERROR
+        } else {
+            EXIT_CLEAN
+        }
+    }
+}
+
+/// Readable lines: headings and `key  value` pairs.
+#[derive(Default)]
+pub struct Lines(String);
+
+impl Lines {
+    pub fn head(&mut self, title: &str) {
+        let _ = writeln!(self.0, "{title}");
+    }
+
+    pub fn kv(&mut self, key: &str, value: impl std::fmt::Display) {
+        let _ = writeln!(self.0, "  {key:<26} {value}");
+    }
+}
+
+/// A subcommand's results: serializable, and printable for people.
+pub trait Summary: Serialize {
+    fn human(&self, out: &mut Lines);
+}
+
+#[derive(Serialize)]
+pub struct Report<T> {
+    /// `fanout`, `conns`, `ramp` or `churn`.
+    pub test: &'static str,
+    pub url: String,
+    /// The server's name and version from `welcome`.
+    pub server: String,
+    /// Names this run's rooms and nicks.
+    pub run_id: String,
+    /// `clean`, `misbehaviour` or `error`.
+    pub outcome: &'static str,
+    pub exit_code: u8,
+    /// The run hit its hard deadline and was cut short.
+    pub stopped_by_deadline: bool,
+    pub deadline_s: f64,
+    pub problems: Vec<String>,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    /// CPU used in the measured window (tester, and server with --server-pid).
+    pub cpu: Option<CpuWindow>,
+    pub results: T,
+}
+
+pub struct Header {
+    pub test: &'static str,
+    pub url: String,
+    pub server: String,
+    pub run_id: String,
+    pub deadline_s: f64,
+}
+
+impl<T: Summary> Report<T> {
+    pub fn new(
+        header: Header,
+        mut findings: Findings,
+        cpu: Option<CpuWindow>,
+        stopped_by_deadline: bool,
+        results: T,
+    ) -> Report<T> {
+        if let Some(cpu) = &cpu {
+            findings.warnings.extend(cpu.bottleneck_warnings());
+        }
+        if stopped_by_deadline {
+            findings.problem(format!(
+                "the run did not finish within its hard deadline of {:.0} s and was cut short",
+                header.deadline_s
+            ));
+        }
+        let exit_code = findings.exit_code();
+        Report {
+            test: header.test,
+            url: header.url,
+            server: header.server,
+            run_id: header.run_id,
+            outcome: match exit_code {
+                EXIT_CLEAN => "clean",
+                EXIT_MISBEHAVIOUR => "misbehaviour",
+                _ => "error",
+            },
+            exit_code,
+            stopped_by_deadline,
+            deadline_s: header.deadline_s,
+            problems: findings.problems,
+            errors: findings.errors,
+            warnings: findings.warnings,
+            cpu,
+            results,
+        }
+    }
+
+    /// Prints the report (readable or JSON) and gives the exit code.
+    pub fn emit(&self, json: bool) -> ExitCode {
+        if json {
+            match serde_json::to_string(self) {
+                Ok(text) => println!("{text}"),
+                Err(e) => eprintln!("natter load: cannot encode the report: {e}"),
+            }
+        } else {
+            print!("{}", self.human());
+        }
+        ExitCode::from(self.exit_code)
+    }
+
+    fn human(&self) -> String {
+        let mut out = Lines::default();
+        out.head(&format!(
+            "natter load {} against {} ({}), run {}",
+            self.test, self.url, self.server, self.run_id
+        ));
+        self.results.human(&mut out);
+        if let Some(cpu) = &self.cpu {
+            for (k, v) in cpu.lines() {
+                out.kv(&k, v);
+            }
+        }
+        let mut text = out.0;
+        for w in &self.warnings {
+            let _ = writeln!(text, "warning: {w}");
+        }
+        for e in &self.errors {
+            let _ = writeln!(text, "ERROR: {e}");
+        }
+        for p in &self.problems {
+            let _ = writeln!(text, "PROBLEM: {p}");
+        }
+        let verdict = match self.exit_code {
+            EXIT_CLEAN => "clean run",
+            EXIT_MISBEHAVIOUR => "the server misbehaved",
+            _ => "the tester could not do its job",
+        };
+        let _ = writeln!(text, "result: {verdict} (exit {})", self.exit_code);
+        text
+    }
+}
+
+/// Thousands separators for big counts (12 345 678).
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let groups: Vec<&str> = digits
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|g| std::str::from_utf8(g).unwrap_or_default())
+        .collect();
+    groups.join(" ")
+}
+
+/// Bytes in a readable unit.
+pub fn bytes(n: f64) -> String {
+    let abs = n.abs();
+    if abs >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2} GiB", n / (1024.0 * 1024.0 * 1024.0))
+    } else if abs >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", n / (1024.0 * 1024.0))
+    } else if abs >= 1024.0 {
+        format!("{:.1} KiB", n / 1024.0)
+    } else {
+        format!("{n:.0} B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_rank_problems_over_errors() {
+        let mut f = Findings::default();
+        assert_eq!(f.exit_code(), EXIT_CLEAN);
+        f.warn("w");
+        assert_eq!(f.exit_code(), EXIT_CLEAN);
+        f.error("e");
+        assert_eq!(f.exit_code(), EXIT_ERROR);
+        f.problem("p");
+        assert_eq!(f.exit_code(), EXIT_MISBEHAVIOUR);
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(count(1234567), "1 234 567");
+        assert_eq!(count(12), "12");
+        assert_eq!(bytes(2048.0), "2.0 KiB");
+    }
+}
