@@ -63,6 +63,11 @@ async fn drain(
     outbox: &Outbox,
 ) -> Result<(), async_tungstenite::tungstenite::Error> {
     while let Ok(item) = rx.recv().await {
+        // Let every task that is already runnable (other connections'
+        // broadcasts, usually) go first: under load they add frames to this
+        // queue meanwhile, and all of them leave in one write. When the
+        // server is idle this costs nothing: nobody else is waiting.
+        YieldNow(false).await;
         feed(sink, outbox, item).await?;
         // Take whatever else is already queued, then flush once.
         while let Ok(item) = rx.try_recv() {
@@ -90,4 +95,24 @@ async fn feed(
         }
     };
     sink.feed(message).await
+}
+
+/// Returns `Pending` once (after asking to be polled again), then `Ready`:
+/// puts the task at the back of the executor's run queue.
+struct YieldNow(bool);
+
+impl std::future::Future for YieldNow {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }
