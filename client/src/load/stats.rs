@@ -218,6 +218,17 @@ impl SeqTracker {
         top.saturating_sub(self.start).saturating_sub(skipped)
     }
 
+    /// Numbers skipped over and still not seen: real gaps, as opposed to
+    /// a tail that has not arrived yet.
+    pub fn gaps_open(&self) -> u64 {
+        self.missing.len() as u64
+    }
+
+    /// Numbers after the highest seen, up to `last`: not arrived (yet).
+    pub fn tail(&self, last: u64) -> u64 {
+        last.saturating_sub(self.highest())
+    }
+
     /// Numbers in `start+1 ..= last` never seen.
     pub fn lost(&self, last: u64) -> u64 {
         last.saturating_sub(self.start)
