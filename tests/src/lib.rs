@@ -24,6 +24,8 @@ use serde_json::{Value, json};
 pub use natter_server::{Config, Server, ServerHandle, Stats};
 pub use serde_json;
 
+pub mod hostile;
+
 /// How long any single read, write or connect may take before the test fails.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a server-side condition may take to become true.
