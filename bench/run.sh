@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# natter's standard benchmark: builds release binaries, and for each
+# scenario starts a fresh natter-server (rate limiting off, caps raised),
+# runs `natter load` against it REPEATS times, stops only the server it
+# started, and prints a markdown table of medians (for BENCHMARKS.md).
+#
+#   bench/run.sh [REPEATS] [SCENARIO...]
+#
+# Scenarios: fanout-small fanout-large fanout-xl rooms conns ramp (default:
+# all). Raw JSON of every run goes to bench/results/<timestamp>/.
+# Everything runs on loopback, is bounded by natter load's own deadlines
+# plus `timeout`, and stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+repeats=${1:-3}
+shift || true
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout-small fanout-large fanout-xl rooms conns ramp)
+
+cargo build --release -q -p natter-server -p natter
+server_bin=target/release/natter-server
+load_bin=target/release/natter
+out_dir=bench/results/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$out_dir"
+
+server_pid=
+stop_server() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$server_pid" 2>/dev/null || true
+  fi
+  server_pid=
+}
+trap stop_server EXIT
+
+# Starts a fresh server; sets server_pid and url.
+start_server() {
+  local log="$out_dir/server-$1.log"
+  "$server_bin" --listen 127.0.0.1:0 --rate 0 --max-connections 19500 \
+    --queue 4096 --max-rooms 10000 > "$log.out" 2> "$log" &
+  server_pid=$!
+  for _ in $(seq 100); do
+    url=$(grep -o 'ws://[^ ]*' "$log.out" 2>/dev/null || true)
+    [ -n "$url" ] && return 0
+    sleep 0.05
+  done
+  echo "server did not start; see $log" >&2
+  exit 1
+}
+
+args_for() {
+  case "$1" in
+    fanout-small) echo "fanout --subs 100 --pubs 10 --rate 100 --duration 10" ;;
+    fanout-large) echo "fanout --subs 1000 --pubs 10 --rate 50 --duration 10" ;;
+    fanout-xl)    echo "fanout --subs 1000 --pubs 10 --rate 100 --duration 10" ;;
+    # 100 rooms of 20 members (10 listening, 10 speaking at 2 msg/s: 20 msg/s
+    # into each room; the speakers' own receipts are not counted).
+    rooms)        echo "fanout --rooms 100 --subs 1000 --pubs 1000 --rate 2 --duration 10" ;;
+    # As many idle connections as one process's descriptor limit allows.
+    conns)        echo "conns --count 19000 --hold 5 --source-ips 2" ;;
+    ramp)         echo "ramp --step 1000 --max-clients 19000 --limit-ms 500 --source-ips 2" ;;
+    *) echo "unknown scenario $1" >&2; exit 2 ;;
+  esac
+}
+
+for scenario in "${scenarios[@]}"; do
+  args=$(args_for "$scenario")
+  for i in $(seq "$repeats"); do
+    start_server "$scenario-$i"
+    echo "== $scenario run $i: natter load $args" >&2
+    # shellcheck disable=SC2086
+    timeout 600 "$load_bin" load $args "$url" --server-pid "$server_pid" --json --quiet \
+      > "$out_dir/$scenario-$i.json" || true
+    stop_server
+  done
+done
+
+python3 bench/table.py "$out_dir" "${scenarios[@]}"
+echo "raw results: $out_dir" >&2

@@ -1,0 +1,91 @@
+"""Prints the markdown table of medians for one bench/run.sh results folder."""
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def load(folder, scenario):
+    runs = []
+    for f in sorted(Path(folder).glob(f"{scenario}-*.json")):
+        try:
+            runs.append(json.loads(f.read_text()))
+        except ValueError:
+            print(f"warning: {f} is not JSON (run failed?)", file=sys.stderr)
+    return runs
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, unit="", digits=1):
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        v = round(v, digits)
+    return f"{v}{unit}"
+
+
+def fanout_row(name, runs):
+    r = [x["results"] for x in runs]
+    lat = [x.get("latency") or {} for x in r]
+    offered = med([x["target_send_rate_per_s"] * x["subscribers"] / max(x["rooms"], 1) for x in r])
+    return (
+        f"| {name} | {len(runs)} | {fmt(offered, '/s', 0)} | "
+        f"{fmt(med([x['deliveries_per_s'] for x in r]), '/s', 0)} | "
+        f"{fmt(med([x['expected_deliveries'] and x['deliveries'] / x['expected_deliveries'] * 100 for x in r]), ' %')} | "
+        f"{fmt(med([x['lost'] for x in r]))} | "
+        f"{fmt(med([l.get('p50_ms') for l in lat]), ' ms', 2)} | "
+        f"{fmt(med([l.get('p99_ms') for l in lat]), ' ms', 2)} | "
+        f"{fmt(med([l.get('max_ms') for l in lat]), ' ms', 1)} | "
+        f"{fmt(med([x.get('server_cpu_us_per_delivery') for x in r]), ' µs', 2)} | "
+        f"{fmt(med([y['cpu'].get('server_cores') for y in runs]), '', 2)} / "
+        f"{fmt(med([y['cpu'].get('tester_cores') for y in runs]), '', 2)} | "
+        f"{', '.join(sorted({y['outcome'] for y in runs}))} |"
+    )
+
+
+def main():
+    folder, scenarios = sys.argv[1], sys.argv[2:]
+    fanouts = [s for s in scenarios if s.startswith("fanout") or s == "rooms"]
+    if fanouts:
+        print("| scenario | runs | offered deliveries | delivered | of expected | lost | p50 | p99 | max | server CPU / delivery | cores server / tester | outcome |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for s in fanouts:
+            runs = load(folder, s)
+            if runs:
+                print(fanout_row(s, runs))
+        print()
+    if "conns" in scenarios:
+        runs = load(folder, "conns")
+        if runs:
+            r = [x["results"] for x in runs]
+            ct = [x["connections"]["connect_time"] for x in r]
+            print("| scenario | runs | connected | refused | failed | connect p50 | connect p99 | connects/s | server bytes / connection | outcome |")
+            print("|---|---|---|---|---|---|---|---|---|---|")
+            print(
+                f"| conns | {len(runs)} | {fmt(med([x['connections']['connected'] for x in r]))} | "
+                f"{fmt(med([x['connections']['refused_503'] for x in r]))} | "
+                f"{fmt(med([x['connections']['failed'] for x in r]))} | "
+                f"{fmt(med([c.get('p50_ms') for c in ct]), ' ms', 1)} | "
+                f"{fmt(med([c.get('p99_ms') for c in ct]), ' ms', 1)} | "
+                f"{fmt(med([x.get('connect_rate_per_s') for x in r]), '', 0)} | "
+                f"{fmt(med([x.get('server_bytes_per_connection') for x in r]), ' B', 0)} | "
+                f"{', '.join(sorted({y['outcome'] for y in runs}))} |"
+            )
+            print()
+    if "ramp" in scenarios:
+        runs = load(folder, "ramp")
+        if runs:
+            r = [x["results"] for x in runs]
+            print("| scenario | runs | largest step under limit | stop reason (run 1) | outcome |")
+            print("|---|---|---|---|---|")
+            print(
+                f"| ramp | {len(runs)} | {fmt(med([x.get('largest_step_under_limit') for x in r]))} | "
+                f"{r[0].get('stop_reason')} | {', '.join(sorted({y['outcome'] for y in runs}))} |"
+            )
+
+
+main()
