@@ -2,11 +2,14 @@
 //!
 //! Called with the registry lock held, so every member of a room sees the
 //! room's frames in one order. It never awaits: a full queue is a slow
-//! consumer and is disconnected on the spot, not waited for.
+//! consumer and is disconnected on the spot, not waited for. It does not
+//! wake the members' writers either — that is [`Wakeups`]' job, after the
+//! lock is released.
 
 use std::sync::Arc;
+use std::task::Waker;
 
-use crate::outbox::{Frame, Offer, Outbox};
+use crate::outbox::{CloseReason, Frame, Offer, Outbox};
 use crate::registry::ConnId;
 
 /// Delivers `frame` to each recipient. The connection whose request caused
@@ -15,6 +18,7 @@ pub fn deliver<'a>(
     recipients: impl IntoIterator<Item = (&'a ConnId, &'a Arc<Outbox>)>,
     frame: &Frame,
     origin: ConnId,
+    wakes: &mut Wakeups,
 ) {
     for (&id, outbox) in recipients {
         if id == origin {
@@ -22,6 +26,7 @@ pub fn deliver<'a>(
         } else {
             offer(id, outbox, frame);
         }
+        wakes.defer(outbox);
     }
 }
 
@@ -32,6 +37,34 @@ pub fn offer(id: ConnId, outbox: &Outbox, frame: &Frame) {
             "connection {id}: slow consumer ({} frames queued), disconnecting",
             outbox.len()
         );
-        outbox.close(crate::outbox::CloseReason::SlowConsumer);
+        outbox.close(CloseReason::SlowConsumer);
+    }
+}
+
+/// Writers to wake once the registry lock is released.
+///
+/// Waking a parked task can cost a syscall (the executor may have to wake a
+/// sleeping thread); doing it for every member of a big room while holding
+/// the registry lock made every other sender wait for all of those wakes.
+/// So deliveries only collect the wakers, and dropping `Wakeups` wakes
+/// them. Declare it *before* taking the lock guard: locals drop in reverse
+/// order, so the guard is released first.
+#[derive(Default)]
+pub struct Wakeups(Vec<Waker>);
+
+impl Wakeups {
+    /// Remembers to wake `outbox`'s writer, if it is parked.
+    pub fn defer(&mut self, outbox: &Outbox) {
+        if let Some(waker) = outbox.take_waker() {
+            self.0.push(waker);
+        }
+    }
+}
+
+impl Drop for Wakeups {
+    fn drop(&mut self) {
+        for waker in self.0.drain(..) {
+            waker.wake();
+        }
     }
 }

@@ -112,7 +112,7 @@ async fn serve(
 ) {
     let (sink, stream) = ws.split();
     let headroom = state.config.max_rooms_per_connection + 2;
-    let (outbox, rx) = Outbox::new(state.config.queue, headroom);
+    let outbox = Outbox::new(state.config.queue, headroom);
     let limits = state.limits;
     let nick = state
         .registry
@@ -131,7 +131,7 @@ async fn serve(
     let reader = async {
         let reason = read_requests(stream, id, &outbox, state).await;
         if reason == CloseReason::Shutdown {
-            outbox.push_own(encode(&ServerMessage::Shutdown {
+            outbox.reply(encode(&ServerMessage::Shutdown {
                 reason: "server shutting down".into(),
             }));
         }
@@ -141,7 +141,7 @@ async fn serve(
         state.registry.disconnect(id).await;
         reason
     };
-    let writer = crate::writer::run(sink, rx, &outbox);
+    let writer = crate::writer::run(sink, &outbox);
     let (reader, writer) = (pin!(reader), pin!(writer));
     match select(reader, writer).await {
         Either::Left((reason, writer)) => {
@@ -209,7 +209,7 @@ async fn read_requests(
             };
             let now = Instant::now();
             if !bucket.try_take(now) {
-                outbox.push_own(handler::rate_limited(&text, config.rate, config.burst));
+                outbox.reply(handler::rate_limited(&text, config.rate, config.burst));
                 if flood.record(now) {
                     log::warn!("connection {id}: flooding, disconnecting");
                     return CloseReason::Flooding;
@@ -222,10 +222,10 @@ async fn read_requests(
             // to every idle connection's task.
             let handled = Box::pin(handler.handle(&text));
             match AssertUnwindSafe(handled).catch_unwind().await {
-                Ok(reply) => outbox.push_own(reply),
+                Ok(reply) => outbox.reply(reply),
                 Err(_) => {
                     log::error!("connection {id}: request handler panicked; closing with 1011");
-                    outbox.push_own(handler::internal_error(&text));
+                    outbox.reply(handler::internal_error(&text));
                     return CloseReason::Internal;
                 }
             }

@@ -22,14 +22,24 @@
 //! holds more than `2 * limit + headroom + 2` items (the 2: the final
 //! `shutdown` event and one keepalive ping): that is the memory bound of one
 //! connection's queue, in frames whose bytes are mostly shared.
+//!
+//! Why not an `async_channel`: the queue is a `VecDeque` behind a std mutex
+//! (held for a push or a swap, never across an await) plus an `AtomicWaker`
+//! for the one consumer, the writer. That lets a broadcast *queue* a frame
+//! for a thousand members while holding the registry lock and *wake* their
+//! writers only after releasing it ([`crate::broadcast::Wakeups`]); waking a
+//! parked task can cost a syscall, and a thousand of them under the lock
+//! serialized every sender behind it. It also lets the writer take the whole
+//! queue in one swap, and an idle connection's queue costs no allocation.
 
-use std::sync::Arc;
-use std::sync::OnceLock;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Poll, Waker};
 
-use async_channel::{Receiver, Sender};
 use async_tungstenite::tungstenite::Utf8Bytes;
 use event_listener::Event;
+use futures::task::AtomicWaker;
 use natter_protocol::CloseCode;
 use natter_protocol::close::reason;
 
@@ -110,8 +120,16 @@ pub enum Outgoing {
     Ping,
 }
 
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Outgoing>,
+    closed: bool,
+}
+
 pub struct Outbox {
-    tx: Sender<Outgoing>,
+    queue: Mutex<Queue>,
+    /// The writer, when it is parked waiting for frames.
+    writer: AtomicWaker,
     limit: usize,
     headroom: usize,
     own: AtomicUsize,
@@ -128,13 +146,10 @@ pub struct Outbox {
 impl Outbox {
     /// A queue of `limit` frames for others' events, plus `headroom` for the
     /// frames a single own request can cause.
-    pub fn new(limit: usize, headroom: usize) -> (Arc<Outbox>, Receiver<Outgoing>) {
-        // The channel itself is unbounded so that an idle connection costs
-        // no queue memory (a bounded one allocates every slot up front);
-        // the counts below are what bound it.
-        let (tx, rx) = async_channel::unbounded();
-        let outbox = Outbox {
-            tx,
+    pub fn new(limit: usize, headroom: usize) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            queue: Mutex::default(),
+            writer: AtomicWaker::new(),
             limit,
             headroom,
             own: AtomicUsize::new(0),
@@ -144,30 +159,47 @@ impl Outbox {
             reason: OnceLock::new(),
             aborted: AtomicBool::new(false),
             abort: Event::new(),
-        };
-        (Arc::new(outbox), rx)
+        })
     }
 
-    /// Queues an event caused by another connection, without waiting.
-    pub fn offer(&self, frame: Frame) -> Offer {
-        if self.tx.is_closed() {
-            return Offer::Closed;
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Only pushes and swaps happen under this lock; a panic cannot leave
+        // the deque half-modified, so a poisoned lock is still usable.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends unless closed; does not wake the writer (see [`Outbox::wake`]).
+    fn push(&self, item: Outgoing) -> bool {
+        let mut q = self.lock();
+        if q.closed {
+            return false;
         }
+        q.items.push_back(item);
+        true
+    }
+
+    /// Queues an event caused by another connection, without waiting and
+    /// without waking the writer: the caller wakes it once it has released
+    /// its own locks.
+    pub fn offer(&self, frame: Frame) -> Offer {
         if self.others.fetch_add(1, Ordering::SeqCst) >= self.limit {
             self.others.fetch_sub(1, Ordering::SeqCst);
-            return Offer::Full;
-        }
-        match self.tx.try_send(Outgoing::Text(frame, Origin::Other)) {
-            Ok(()) => Offer::Queued,
-            Err(_) => {
-                // An unbounded channel only refuses when closed.
-                self.others.fetch_sub(1, Ordering::SeqCst);
+            return if self.is_closed() {
                 Offer::Closed
-            }
+            } else {
+                Offer::Full
+            };
+        }
+        if self.push(Outgoing::Text(frame, Origin::Other)) {
+            Offer::Queued
+        } else {
+            self.others.fetch_sub(1, Ordering::SeqCst);
+            Offer::Closed
         }
     }
 
-    /// Queues a frame caused by this connection's own request.
+    /// Queues a frame caused by this connection's own request, without
+    /// waking the writer.
     pub fn push_own(&self, frame: Frame) {
         // The final `shutdown` event may come on top of a full allowance.
         if self.own.fetch_add(1, Ordering::SeqCst) > self.limit + self.headroom {
@@ -178,20 +210,33 @@ impl Outbox {
             self.close(CloseReason::Internal);
             return;
         }
-        if self
-            .tx
-            .try_send(Outgoing::Text(frame, Origin::Own))
-            .is_err()
-        {
+        if !self.push(Outgoing::Text(frame, Origin::Own)) {
             // Closed: the connection is going away and the frame with it.
             self.own.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
+    /// Queues a reply and wakes the writer: for callers holding no lock.
+    pub fn reply(&self, frame: Frame) {
+        self.push_own(frame);
+        self.wake();
+    }
+
+    /// Wakes the writer if it is parked.
+    pub fn wake(&self) {
+        self.writer.wake();
+    }
+
+    /// The parked writer's waker, taken so it can be woken later (after
+    /// the caller's locks are released); `None` if the writer is running.
+    pub fn take_waker(&self) -> Option<Waker> {
+        self.writer.take()
+    }
+
     /// Waits until fewer than `limit` own frames are queued (or the
     /// connection closes): the pipelining client's brake.
     pub async fn wait_for_space(&self) {
-        let has_space = || self.own.load(Ordering::SeqCst) < self.limit || self.tx.is_closed();
+        let has_space = || self.own.load(Ordering::SeqCst) < self.limit || self.is_closed();
         loop {
             if has_space() {
                 return;
@@ -206,24 +251,60 @@ impl Outbox {
 
     /// Queues a keepalive ping unless one is already waiting.
     pub fn ping(&self) {
-        if !self.ping_queued.swap(true, Ordering::SeqCst)
-            && self.tx.try_send(Outgoing::Ping).is_err()
-        {
-            self.ping_queued.store(false, Ordering::SeqCst);
+        if !self.ping_queued.swap(true, Ordering::SeqCst) {
+            if self.push(Outgoing::Ping) {
+                self.wake();
+            } else {
+                self.ping_queued.store(false, Ordering::SeqCst);
+            }
         }
     }
 
-    /// Called by the writer when it takes the ping off the queue.
-    pub fn ping_taken(&self) {
-        self.ping_queued.store(false, Ordering::SeqCst);
+    /// The writer's receive: moves every queued item into `batch` (which
+    /// must be empty). Resolves to `false` once the queue is closed and
+    /// empty.
+    pub async fn take_all(&self, batch: &mut VecDeque<Outgoing>) -> bool {
+        std::future::poll_fn(|cx| {
+            if let Some(more) = self.try_take_all(batch) {
+                return Poll::Ready(more);
+            }
+            self.writer.register(cx.waker());
+            // Check again: a push between the first look and `register`
+            // would otherwise be a lost wake-up.
+            match self.try_take_all(batch) {
+                Some(more) => Poll::Ready(more),
+                None => Poll::Pending,
+            }
+        })
+        .await
     }
 
-    /// Called by the writer for each frame it takes off the queue.
-    pub fn taken(&self, origin: Origin) {
-        match origin {
-            Origin::Own => self.own.fetch_sub(1, Ordering::SeqCst),
-            Origin::Other => self.others.fetch_sub(1, Ordering::SeqCst),
-        };
+    fn try_take_all(&self, batch: &mut VecDeque<Outgoing>) -> Option<bool> {
+        let mut q = self.lock();
+        if !q.items.is_empty() {
+            std::mem::swap(&mut q.items, batch);
+            return Some(true);
+        }
+        q.closed.then_some(false)
+    }
+
+    /// Moves whatever else is queued to the end of `batch`.
+    pub fn take_more(&self, batch: &mut VecDeque<Outgoing>) {
+        let mut q = self.lock();
+        batch.extend(q.items.drain(..));
+    }
+
+    /// Called by the writer for each item it takes off the queue.
+    pub fn taken(&self, item: &Outgoing) {
+        match item {
+            Outgoing::Text(_, Origin::Own) => {
+                self.own.fetch_sub(1, Ordering::SeqCst);
+            }
+            Outgoing::Text(_, Origin::Other) => {
+                self.others.fetch_sub(1, Ordering::SeqCst);
+            }
+            Outgoing::Ping => self.ping_queued.store(false, Ordering::SeqCst),
+        }
     }
 
     /// Called by the writer after a batch, to wake a waiting reader.
@@ -236,11 +317,16 @@ impl Outbox {
     /// them. Later calls keep the first reason.
     pub fn close(&self, reason: CloseReason) {
         let reason = *self.reason.get_or_init(|| reason);
-        self.tx.close();
+        self.lock().closed = true;
+        self.wake();
         self.space.notify(usize::MAX);
         if reason.discards_queue() && !self.aborted.swap(true, Ordering::SeqCst) {
             self.abort.notify(usize::MAX);
         }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
     pub fn reason(&self) -> Option<CloseReason> {
@@ -264,10 +350,10 @@ impl Outbox {
 
     /// Frames waiting to be written.
     pub fn len(&self) -> usize {
-        self.tx.len()
+        self.lock().items.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tx.is_empty()
+        self.len() == 0
     }
 }

@@ -21,7 +21,7 @@ use natter_protocol::{
     ChatMessage, ErrorCode, Presence, PresenceKind, RoomCount, ServerMessage, WhisperEvent,
 };
 
-use crate::broadcast::{deliver, offer};
+use crate::broadcast::{Wakeups, deliver, offer};
 use crate::outbox::{Frame, Outbox};
 use crate::room::{HistorySlice, Room};
 
@@ -100,6 +100,7 @@ impl Registry {
         outbox: Arc<Outbox>,
         welcome: impl FnOnce(&str, Option<ErrorCode>) -> Frame,
     ) -> String {
+        let mut wakes = Wakeups::default(); // woken after the guard drops
         let mut st = self.state.lock().await;
         let refusal = match wanted {
             None => None,
@@ -115,6 +116,7 @@ impl Registry {
         };
         st.nicks.insert(nick_key(&nick), id);
         outbox.push_own(welcome(&nick, refusal));
+        wakes.defer(&outbox);
         st.users.insert(
             id,
             User {
@@ -129,6 +131,7 @@ impl Registry {
     /// Removes a connection: its nick is freed and every room it was in
     /// gets a `leave`. Safe to call twice.
     pub async fn disconnect(&self, id: ConnId) {
+        let mut wakes = Wakeups::default(); // woken after the guard drops
         let mut st = self.state.lock().await;
         let Some(user) = st.users.remove(&id) else {
             return;
@@ -140,13 +143,14 @@ impl Registry {
                 room.members.remove(&id);
                 room.last_active = now;
                 let frame = presence(name, PresenceKind::Leave, &user.nick, None);
-                deliver(&room.members, &frame, id);
+                deliver(&room.members, &frame, id, &mut wakes);
             }
         }
     }
 
     /// Changes a connection's nick; every room it is in hears a `rename`.
     pub async fn rename(&self, id: ConnId, nick: &str) -> Result<String, ErrorCode> {
+        let mut wakes = Wakeups::default(); // woken after the guard drops
         let mut st = self.state.lock().await;
         let st = &mut *st;
         let key = nick_key(nick);
@@ -163,7 +167,7 @@ impl Registry {
         for name in &user.rooms {
             if let Some(room) = st.rooms.get(name) {
                 let frame = presence(name, PresenceKind::Rename, nick, Some(&old));
-                deliver(&room.members, &frame, id);
+                deliver(&room.members, &frame, id, &mut wakes);
             }
         }
         Ok(nick.to_owned())
@@ -176,6 +180,7 @@ impl Registry {
         since: Option<u64>,
         epoch: Option<&str>,
     ) -> Result<Joined, ErrorCode> {
+        let mut wakes = Wakeups::default(); // woken after the guard drops
         let mut st = self.state.lock().await;
         let now = st.tick();
         let user = st.users.get(&id).ok_or(ErrorCode::Internal)?;
@@ -202,7 +207,7 @@ impl Registry {
             room.members.insert(id, outbox);
             room.last_active = now;
             let frame = presence(name, PresenceKind::Join, &nick, None);
-            deliver(&room.members, &frame, id);
+            deliver(&room.members, &frame, id, &mut wakes);
         }
         let mut members: Vec<String> = room
             .members
@@ -220,6 +225,7 @@ impl Registry {
 
     /// Leaves a room; the leaver hears its own `leave` too.
     pub async fn leave(&self, id: ConnId, name: &str) -> Result<(), ErrorCode> {
+        let mut wakes = Wakeups::default(); // woken after the guard drops
         let mut st = self.state.lock().await;
         let now = st.tick();
         let st = &mut *st;
@@ -229,7 +235,7 @@ impl Registry {
         }
         if let Some(room) = st.rooms.get_mut(name) {
             let frame = presence(name, PresenceKind::Leave, &user.nick, None);
-            deliver(&room.members, &frame, id);
+            deliver(&room.members, &frame, id, &mut wakes);
             room.members.remove(&id);
             room.last_active = now;
         }
@@ -239,6 +245,7 @@ impl Registry {
     /// Says `text` in a room: takes the next seq, encodes the message once,
     /// keeps it in history and queues it for every member. Returns the seq.
     pub async fn say(&self, id: ConnId, name: &str, text: &str) -> Result<u64, ErrorCode> {
+        let mut wakes = Wakeups::default(); // woken after the guard drops
         let mut st = self.state.lock().await;
         let now = st.tick();
         let st = &mut *st;
@@ -257,12 +264,13 @@ impl Registry {
         }));
         room.remember(seq, frame.clone());
         room.last_active = now;
-        deliver(&room.members, &frame, id);
+        deliver(&room.members, &frame, id, &mut wakes);
         Ok(seq)
     }
 
     /// Sends a direct message; returns the recipient's nick as it is spelled.
     pub async fn whisper(&self, id: ConnId, to: &str, text: &str) -> Result<String, ErrorCode> {
+        let mut wakes = Wakeups::default(); // woken after the guard drops
         let st = self.state.lock().await;
         let from = st.users.get(&id).ok_or(ErrorCode::Internal)?;
         let target_id = *st.nicks.get(&nick_key(to)).ok_or(ErrorCode::NoSuchUser)?;
@@ -277,6 +285,7 @@ impl Registry {
         } else {
             offer(target_id, &target.outbox, &frame);
         }
+        wakes.defer(&target.outbox);
         Ok(target.nick.clone())
     }
 

@@ -7,13 +7,13 @@
 use std::pin::pin;
 use std::time::Duration;
 
-use async_channel::Receiver;
 use async_tungstenite::WebSocketSender;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use futures::SinkExt;
 use futures::future::{Either, select};
 use natter_runtime::{TcpStream, timeout};
+use std::collections::VecDeque;
 
 use crate::outbox::{CloseReason, Outbox, Outgoing};
 
@@ -22,9 +22,9 @@ const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs until the outbox is closed and drained (or abandoned), then sends
 /// the close frame its close reason calls for.
-pub async fn run(mut sink: WebSocketSender<TcpStream>, rx: Receiver<Outgoing>, outbox: &Outbox) {
+pub async fn run(mut sink: WebSocketSender<TcpStream>, outbox: &Outbox) {
     let drained = {
-        let drain = pin!(drain(&mut sink, &rx, outbox));
+        let drain = pin!(drain(&mut sink, outbox));
         let aborted = pin!(outbox.aborted());
         match select(drain, aborted).await {
             Either::Left((result, _)) => result,
@@ -59,42 +59,28 @@ pub async fn run(mut sink: WebSocketSender<TcpStream>, rx: Receiver<Outgoing>, o
 /// and empty.
 async fn drain(
     sink: &mut WebSocketSender<TcpStream>,
-    rx: &Receiver<Outgoing>,
     outbox: &Outbox,
 ) -> Result<(), async_tungstenite::tungstenite::Error> {
-    while let Ok(item) = rx.recv().await {
+    let mut batch = VecDeque::new();
+    while outbox.take_all(&mut batch).await {
         // Let every task that is already runnable (other connections'
         // broadcasts, usually) go first: under load they add frames to this
         // queue meanwhile, and all of them leave in one write. When the
         // server is idle this costs nothing: nobody else is waiting.
         YieldNow(false).await;
-        feed(sink, outbox, item).await?;
-        // Take whatever else is already queued, then flush once.
-        while let Ok(item) = rx.try_recv() {
-            feed(sink, outbox, item).await?;
+        outbox.take_more(&mut batch);
+        for item in batch.drain(..) {
+            outbox.taken(&item);
+            let message = match item {
+                Outgoing::Text(frame, _) => Message::Text(frame),
+                Outgoing::Ping => Message::Ping(Default::default()),
+            };
+            sink.feed(message).await?;
         }
         outbox.notify_space();
         sink.flush().await?;
     }
     Ok(())
-}
-
-async fn feed(
-    sink: &mut WebSocketSender<TcpStream>,
-    outbox: &Outbox,
-    item: Outgoing,
-) -> Result<(), async_tungstenite::tungstenite::Error> {
-    let message = match item {
-        Outgoing::Text(frame, origin) => {
-            outbox.taken(origin);
-            Message::Text(frame)
-        }
-        Outgoing::Ping => {
-            outbox.ping_taken();
-            Message::Ping(Default::default())
-        }
-    };
-    sink.feed(message).await
 }
 
 /// Returns `Pending` once (after asking to be polled again), then `Ready`:
