@@ -13,9 +13,10 @@
 //! then delivers what is still queued (unless the reason discards it), sends
 //! the matching close frame, and the socket is let go with a linger.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use futures::future::{Either, select};
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use natter_protocol::{PROTOCOL_VERSION, ServerMessage, Welcome};
 use natter_runtime::{TcpStream, timeout};
@@ -142,22 +144,39 @@ async fn serve(
         reason
     };
     let writer = crate::writer::run(sink, &outbox);
-    let (reader, writer) = (pin!(reader), pin!(writer));
-    match select(reader, writer).await {
-        Either::Left((reason, writer)) => {
+    // The halves run in one task but each gets its own waker (that is what
+    // FuturesUnordered provides): with a plain `select`, every wake-up of
+    // the writer — one per frame queued for this client — also polled the
+    // reader, costing a `recv` syscall that found nothing.
+    let mut halves: FuturesUnordered<Pin<Box<dyn Future<Output = Half> + Send + '_>>> =
+        FuturesUnordered::new();
+    halves.push(Box::pin(async { Half::Reader(reader.await) }));
+    halves.push(Box::pin(async {
+        writer.await;
+        Half::Writer
+    }));
+    match halves.next().await {
+        Some(Half::Reader(reason)) => {
             log::debug!("connection {id} ({peer}): closing: {reason:?}");
-            if timeout(CLOSE_TIMEOUT, writer).await.is_none() {
+            if timeout(CLOSE_TIMEOUT, halves.next()).await.is_none() {
                 log::info!("connection {id} ({peer}): peer did not take its last frames in time");
             }
         }
-        Either::Right(((), reader)) => {
+        _ => {
             // The writer ends first when the queue was abandoned (socket
             // failure, or a slow-consumer kick from another connection's
             // broadcast); the reader sees the abandoned outbox and stops.
-            let reason = reader.await;
-            log::debug!("connection {id} ({peer}): closed: {reason:?}");
+            if let Some(Half::Reader(reason)) = halves.next().await {
+                log::debug!("connection {id} ({peer}): closed: {reason:?}");
+            }
         }
     }
+}
+
+/// Which half of a connection finished.
+enum Half {
+    Reader(CloseReason),
+    Writer,
 }
 
 /// Reads and handles requests until something ends the connection.

@@ -333,15 +333,20 @@ impl Outbox {
         self.reason.get().copied()
     }
 
+    /// Whether the queue has been abandoned (see [`Outbox::aborted`]).
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::SeqCst)
+    }
+
     /// Resolves once the queue has been abandoned (slow consumer, dead
     /// socket, peer close): the writer stops and the reader stops reading.
     pub async fn aborted(&self) {
         loop {
-            if self.aborted.load(Ordering::SeqCst) {
+            if self.is_aborted() {
                 return;
             }
             let listener = self.abort.listen();
-            if self.aborted.load(Ordering::SeqCst) {
+            if self.is_aborted() {
                 return;
             }
             listener.await;

@@ -31,11 +31,14 @@ pub async fn run(mut sink: WebSocketSender<TcpStream>, outbox: &Outbox) {
             Either::Right(((), _)) => Ok(()),
         }
     };
-    if drained.is_err() {
+    if drained.is_err() && outbox.reason() != Some(CloseReason::PeerClosed) {
         // The socket failed: nothing more can be sent on it.
         outbox.close(CloseReason::Gone);
         return;
     }
+    // After the client's close, a frame that raced it fails to send
+    // (tungstenite refuses data after a close), but the close reply must
+    // still go out: that is the flush below.
     match outbox.reason() {
         Some(CloseReason::Gone) | None => {}
         Some(CloseReason::PeerClosed) => {
@@ -63,6 +66,11 @@ async fn drain(
 ) -> Result<(), async_tungstenite::tungstenite::Error> {
     let mut batch = VecDeque::new();
     while outbox.take_all(&mut batch).await {
+        if outbox.is_aborted() {
+            // Abandoned (slow consumer, peer close): what is queued is not
+            // to be sent.
+            return Ok(());
+        }
         // Let every task that is already runnable (other connections'
         // broadcasts, usually) go first: under load they add frames to this
         // queue meanwhile, and all of them leave in one write. When the
