@@ -151,10 +151,8 @@ pub async fn run(args: ChurnArgs) -> ExitCode {
         cpu: Mutex::default(),
         observer_sender: Mutex::default(),
     });
-    let outcome = natter_runtime::timeout(deadline, scenario(c.clone())).await;
+    let outcome = ctx.run_bounded(deadline, scenario(c.clone())).await;
     let finished = outcome.is_some();
-    ctx.stop.store(true, Ordering::Relaxed);
-    ctx.progress.finish();
     if let Some(Err(why)) = outcome {
         eprintln!("natter load: {why}");
         return ExitCode::from(super::report::EXIT_ERROR);

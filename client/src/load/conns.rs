@@ -83,11 +83,10 @@ pub async fn run(args: ConnsArgs) -> ExitCode {
         alive: Arc::default(),
         marks: Mutex::default(),
     });
-    let finished = natter_runtime::timeout(deadline, scenario(c.clone()))
+    let finished = ctx
+        .run_bounded(deadline, scenario(c.clone()))
         .await
         .is_some();
-    ctx.stop.store(true, Ordering::Relaxed);
-    ctx.progress.finish();
     let results = c.results(&mut findings);
     // The connect phase is the tester's busy window.
     let cpu = lock(&c.marks).cpu.as_ref().map(|(a, b)| a.window(b));

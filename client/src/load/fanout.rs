@@ -187,11 +187,10 @@ pub async fn run(args: FanoutArgs) -> ExitCode {
         Duration::from_secs_f64,
     );
     let f = Arc::new(Fanout::new(ctx.clone(), p));
-    let finished = natter_runtime::timeout(deadline, scenario(f.clone()))
+    let finished = ctx
+        .run_bounded(deadline, scenario(f.clone()))
         .await
         .is_some();
-    ctx.stop.store(true, Ordering::Relaxed);
-    ctx.progress.finish();
     let (results, cpu) = f.results(&mut findings, over_rate);
     let report = Report::new(
         header(&ctx, "fanout", deadline),

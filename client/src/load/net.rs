@@ -42,6 +42,20 @@ impl Ctx {
         self.stop.load(Ordering::Relaxed)
     }
 
+    /// Runs a test's scenario under the run's hard deadline, then tells
+    /// every task to wind down and closes the progress bar. `None` means
+    /// the deadline cut the scenario short.
+    pub async fn run_bounded<T>(
+        &self,
+        deadline: Duration,
+        scenario: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        let outcome = natter_runtime::timeout(deadline, scenario).await;
+        self.stop.store(true, Ordering::Relaxed);
+        self.progress.finish();
+        outcome
+    }
+
     /// Connection `i`'s options: its source address, round-robin over
     /// 127.0.0.1 … 127.0.0.N with `--source-ips N`.
     pub fn options(&self, i: usize) -> ConnectOptions {

@@ -160,11 +160,10 @@ pub async fn run(args: RampArgs) -> ExitCode {
         lost_broadcasts: Mutex::default(),
         cpu: Mutex::default(),
     });
-    let finished = natter_runtime::timeout(deadline, scenario(r.clone()))
+    let finished = ctx
+        .run_bounded(deadline, scenario(r.clone()))
         .await
         .is_some();
-    ctx.stop.store(true, Ordering::Relaxed);
-    ctx.progress.finish();
     let cpu = lock(&r.cpu)
         .as_ref()
         .map(|a| a.window(&CpuSnapshot::take(ctx.server_pid)));
