@@ -24,7 +24,7 @@ def fmt(v, unit="", digits=1):
     if v is None:
         return "–"
     if isinstance(v, float):
-        v = round(v, digits)
+        v = round(v) if digits == 0 else round(v, digits)
     return f"{v}{unit}"
 
 
