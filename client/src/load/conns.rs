@@ -280,16 +280,10 @@ impl Summary for ConnsResults {
             out.kv("connect time", t.line());
         }
         out.kv("open after hold", count(self.open_after_hold as u64));
-        let closes = if self.close_codes_seen.is_empty() {
-            "none".to_owned()
-        } else {
-            self.close_codes_seen
-                .iter()
-                .map(|c| format!("{} × {} ({})", c.count, c.code, c.reason))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        out.kv("close codes seen", closes);
+        out.kv(
+            "close codes seen",
+            super::net::describe_closes(&self.close_codes_seen),
+        );
         let rss = |v: Option<u64>| v.map_or("-".to_owned(), |b| bytes(b as f64));
         if self.server_rss_before.is_some() {
             out.kv(

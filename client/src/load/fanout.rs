@@ -972,16 +972,10 @@ impl Summary for FanoutResults {
             None => out.kv("latency", "no deliveries measured"),
         }
         out.kv("max publisher lag", ms(self.max_publisher_lag_ms));
-        let closes = if self.close_codes_seen.is_empty() {
-            "none".to_owned()
-        } else {
-            self.close_codes_seen
-                .iter()
-                .map(|c| format!("{} × {} ({})", c.count, c.code, c.reason))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        out.kv("close codes seen", closes);
+        out.kv(
+            "close codes seen",
+            super::net::describe_closes(&self.close_codes_seen),
+        );
         if let Some(us) = self.server_cpu_us_per_delivery {
             out.kv(
                 "server CPU per delivery",

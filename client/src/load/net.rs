@@ -314,6 +314,18 @@ pub struct CloseCount {
     pub reason: String,
 }
 
+/// "none", or "N × CODE (reason), …" for a summary line.
+pub fn describe_closes(closes: &[CloseCount]) -> String {
+    if closes.is_empty() {
+        return "none".to_owned();
+    }
+    closes
+        .iter()
+        .map(|c| format!("{} × {} ({})", c.count, c.code, c.reason))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl CloseLog {
     /// Records how a connection ended (ignored once the tester is closing).
     /// Returns whether the end was unexpected.

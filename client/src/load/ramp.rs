@@ -550,15 +550,9 @@ impl Summary for RampResults {
                 self.seq_gaps, self.seq_duplicates, self.seq_reordered
             ),
         );
-        let closes = if self.close_codes_seen.is_empty() {
-            "none".to_owned()
-        } else {
-            self.close_codes_seen
-                .iter()
-                .map(|c| format!("{} × {} ({})", c.count, c.code, c.reason))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        out.kv("close codes seen", closes);
+        out.kv(
+            "close codes seen",
+            super::net::describe_closes(&self.close_codes_seen),
+        );
     }
 }
