@@ -62,7 +62,7 @@ pub async fn run(mut stream: TcpStream, peer: SocketAddr, id: ConnId, state: Arc
     let upgrade = match request {
         None => {
             log::debug!("connection {id} from {peer}: handshake timed out");
-            return;
+            return refuse(stream, id, peer, &HttpRefusal::timed_out()).await;
         }
         Some(Err(e)) => {
             log::debug!("connection {id} from {peer}: handshake failed: {e}");
@@ -133,11 +133,13 @@ async fn serve(
     let reader = async {
         let reason = read_requests(stream, id, &outbox, state).await;
         if reason == CloseReason::Shutdown {
-            outbox.reply(encode(&ServerMessage::Shutdown {
+            let notice = encode(&ServerMessage::Shutdown {
                 reason: "server shutting down".into(),
-            }));
+            });
+            outbox.close_with(notice, reason);
+        } else {
+            outbox.close(reason);
         }
-        outbox.close(reason);
         // Leave the rooms before the close frame goes out: the others hear
         // the `leave` at once, and nothing more is queued for this client.
         state.registry.disconnect(id).await;
@@ -158,7 +160,14 @@ async fn serve(
     match halves.next().await {
         Some(Half::Reader(reason)) => {
             log::debug!("connection {id} ({peer}): closing: {reason:?}");
-            if timeout(CLOSE_TIMEOUT, halves.next()).await.is_none() {
+            // A shutdown may take the whole grace period to deliver what is
+            // queued; the server as a whole enforces that bound.
+            let limit = if reason == CloseReason::Shutdown {
+                state.config.shutdown_grace()
+            } else {
+                CLOSE_TIMEOUT
+            };
+            if timeout(limit, halves.next()).await.is_none() {
                 log::info!("connection {id} ({peer}): peer did not take its last frames in time");
             }
         }
@@ -201,9 +210,24 @@ async fn read_requests(
     let mut last_heard = Instant::now();
     let work = async {
         loop {
+            // Closed by someone else (slow-consumer kick, dead socket):
+            // requests still in the socket are not carried out.
+            if outbox.is_closed() {
+                return outbox.reason().unwrap_or(CloseReason::Gone);
+            }
             // Backpressure for pipelining clients: don't read the next
-            // request while this client's own replies are piling up.
-            outbox.wait_for_space().await;
+            // request while this client's own replies are piling up. A
+            // client that stops reading altogether is idle as far as the
+            // server can tell.
+            if timeout(idle_timeout, outbox.wait_for_space())
+                .await
+                .is_none()
+            {
+                log::info!(
+                    "connection {id}: not reading its replies for {idle_timeout:?}, closing"
+                );
+                return CloseReason::Idle;
+            }
             let message = match timeout(ping_interval, stream.next()).await {
                 None => {
                     // Silence: ping, and give up on a peer silent too long.

@@ -63,6 +63,15 @@ impl HttpRefusal {
         .with("Retry-After", "1")
     }
 
+    /// The answer to a request head that did not arrive in time.
+    pub fn timed_out() -> Self {
+        HttpRefusal::new(
+            408,
+            "Request Timeout",
+            "the upgrade request took too long\n",
+        )
+    }
+
     /// The answer to a handshake caught by shutdown.
     pub fn shutting_down() -> Self {
         HttpRefusal::new(503, "Service Unavailable", "server is shutting down\n")

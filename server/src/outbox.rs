@@ -312,6 +312,20 @@ impl Outbox {
         self.space.notify(usize::MAX);
     }
 
+    /// Queues a last frame of its own and closes, in one step: nothing an
+    /// other connection sends can land behind it (the `shutdown` event must
+    /// be the last thing before the close frame).
+    pub fn close_with(&self, frame: Frame, reason: CloseReason) {
+        {
+            let mut q = self.lock();
+            if !q.closed {
+                self.own.fetch_add(1, Ordering::SeqCst);
+                q.items.push_back(Outgoing::Text(frame, Origin::Own));
+            }
+        }
+        self.close(reason);
+    }
+
     /// Records why the connection closes and stops the queue taking frames.
     /// Frames already queued are still delivered unless the reason discards
     /// them. Later calls keep the first reason.

@@ -263,10 +263,15 @@ async fn refuse_full(mut stream: natter_runtime::TcpStream, id: u64, peer: Socke
 /// is cheaper per read too.
 fn websocket_config(config: &Config) -> WebSocketConfig {
     let write_buffer = 16 * 1024;
-    // The largest frame natter sends is a join reply: history messages
-    // (whose text may grow 6x when JSON-escaped) plus the member list.
-    let largest_reply = config.history.max(20) * (6 * config.max_text_bytes + 512)
-        + config.max_connections.min(100_000) * 40
+    // The largest frame natter sends is a join reply (history messages,
+    // whose text may grow 6x when JSON-escaped, plus the member list) or a
+    // `rooms` reply. The buffer only grows that far if such a frame is sent.
+    // A `rooms` reply lists every room with members: at most every
+    // connection's rooms, about 90 bytes each.
+    let connections = config.max_connections.min(100_000);
+    let largest_reply = (config.history.max(20) * (6 * config.max_text_bytes + 512))
+        .max(connections * config.max_rooms_per_connection.min(1000) * 90)
+        + connections * 40
         + 64 * 1024;
     WebSocketConfig::default()
         .read_buffer_size(1024)

@@ -31,7 +31,12 @@ pub async fn run(mut sink: WebSocketSender<TcpStream>, outbox: &Outbox) {
             Either::Right(((), _)) => Ok(()),
         }
     };
-    if drained.is_err() && outbox.reason() != Some(CloseReason::PeerClosed) {
+    if let Err(async_tungstenite::tungstenite::Error::WriteBufferFull(_)) = &drained {
+        // A frame larger than the write buffer's bound: say so with 1011
+        // rather than dropping the connection without a word.
+        log::error!("a frame exceeded the write buffer bound; closing with 1011");
+        outbox.close(CloseReason::Internal);
+    } else if drained.is_err() && outbox.reason() != Some(CloseReason::PeerClosed) {
         // The socket failed: nothing more can be sent on it.
         outbox.close(CloseReason::Gone);
         return;
