@@ -268,7 +268,7 @@ impl Chat<'_> {
             ServerMessage::Shutdown { reason } => {
                 println!(
                     "{}",
-                    display::note(&format!("server is shutting down: {reason}"))
+                    display::note(&format!("the server is going down ({reason})"))
                 )
             }
             ServerMessage::Welcome(_) => {}
