@@ -111,6 +111,23 @@ pub async fn connect_from(local: std::net::IpAddr, addr: SocketAddr) -> io::Resu
     Ok(TcpStream::from(stream.into_inner()?))
 }
 
+/// Makes closing `stream` abort the connection with a TCP reset instead of
+/// a FIN (`SO_LINGER` {on, 0}): how tests play a client that vanishes.
+/// Reads the option back so a caller knows the kernel took it.
+pub fn reset_on_close(stream: &TcpStream) -> io::Result<()> {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let sock = socket2::SockRef::from(&fd);
+    sock.set_linger(Some(Duration::ZERO))?;
+    match sock.linger()? {
+        Some(d) if d.is_zero() => Ok(()),
+        other => Err(io::Error::other(format!(
+            "SO_LINGER read back as {other:?}"
+        ))),
+    }
+}
+
 fn libc_einprogress() -> i32 {
     // EINPROGRESS on Linux and the BSDs this project targets.
     if cfg!(target_os = "linux") { 115 } else { 36 }

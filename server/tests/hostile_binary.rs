@@ -311,78 +311,9 @@ impl Ws {
 
     /// Vanishes with a TCP reset (SO_LINGER 0, then close).
     fn reset(self) {
-        linger::set_linger_zero(self.ws.get_ref());
+        natter_runtime::reset_on_close(self.ws.get_ref()).expect("SO_LINGER 0");
         drop(self);
     }
-}
-
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64"
-    )
-))]
-mod linger {
-    use std::ffi::c_void;
-    use std::os::fd::AsRawFd;
-
-    // asm-generic/socket.h, which these architectures use.
-    const SOL_SOCKET: i32 = 1;
-    const SO_LINGER: i32 = 13;
-
-    #[repr(C)]
-    struct Linger {
-        l_onoff: i32,
-        l_linger: i32,
-    }
-
-    unsafe extern "C" {
-        fn setsockopt(fd: i32, level: i32, name: i32, value: *const c_void, len: u32) -> i32;
-    }
-
-    /// `SO_LINGER {on, 0}`: closing then sends RST instead of FIN.
-    pub fn set_linger_zero(socket: &impl AsRawFd) {
-        let on = Linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        let len = std::mem::size_of::<Linger>() as u32;
-        // SAFETY: a valid fd and a pointer to a live `struct linger` of `len` bytes.
-        let rc = unsafe {
-            setsockopt(
-                socket.as_raw_fd(),
-                SOL_SOCKET,
-                SO_LINGER,
-                (&raw const on).cast(),
-                len,
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "setsockopt SO_LINGER: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64"
-    )
-)))]
-mod linger {
-    /// Constants unknown here: a plain abrupt close instead.
-    pub fn set_linger_zero<T>(_socket: &T) {}
 }
 
 // ---------------------------------------------------------------------------

@@ -461,22 +461,7 @@ impl Client {
     /// Like [`Client::try_connect`], from a chosen local address (to spread
     /// many short connections over several loopback source addresses).
     pub async fn try_connect_from(local: IpAddr, url: &str) -> Result<Client, String> {
-        let addr = crate::addr_of(url);
-        let fut = async {
-            let tcp = natter_runtime::connect_from(local, addr)
-                .await
-                .map_err(|e| format!("TCP connect from {local}: {e}"))?;
-            let _ = tcp.set_nodelay(true);
-            let (ws, _response) = async_tungstenite::client_async(url, tcp)
-                .await
-                .map_err(|e| format!("handshake: {e}"))?;
-            Ok::<_, String>(ws)
-        };
-        let ws = bounded(&format!("connect to {url}"), fut).await?;
-        Ok(Client {
-            ws,
-            next_id: 1_000_000,
-        })
+        Client::connect_via(Some(local), url).await
     }
 
     /// A client over a socket whose upgrade was done by hand
@@ -609,103 +594,9 @@ pub fn client_frame(opcode: u8, fin: bool, payload: &[u8], mask: Option<[u8; 4]>
     out
 }
 
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64"
-    )
-))]
-mod linger {
-    use std::ffi::c_void;
-    use std::io;
-    use std::os::fd::AsRawFd;
-
-    // The generic Linux values (asm-generic/socket.h), which these
-    // architectures use.
-    const SOL_SOCKET: i32 = 1;
-    const SO_LINGER: i32 = 13;
-
-    #[repr(C)]
-    #[derive(Default)]
-    struct Linger {
-        l_onoff: i32,
-        l_linger: i32,
-    }
-
-    unsafe extern "C" {
-        fn setsockopt(fd: i32, level: i32, name: i32, value: *const c_void, len: u32) -> i32;
-        fn getsockopt(fd: i32, level: i32, name: i32, value: *mut c_void, len: *mut u32) -> i32;
-    }
-
-    /// `SO_LINGER {on, 0}`: closing the socket then sends a reset. Reads the
-    /// option back to make sure the kernel took it.
-    pub fn set_linger_zero(socket: &impl AsRawFd) -> io::Result<()> {
-        let fd = socket.as_raw_fd();
-        let on = Linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        let len = std::mem::size_of::<Linger>() as u32;
-        // SAFETY: a valid fd, and a pointer to a live `struct linger` of `len` bytes.
-        let rc = unsafe { setsockopt(fd, SOL_SOCKET, SO_LINGER, (&raw const on).cast(), len) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut got = Linger::default();
-        let mut got_len = len;
-        // SAFETY: as above, with a writable `struct linger` and its length.
-        let rc = unsafe {
-            getsockopt(
-                fd,
-                SOL_SOCKET,
-                SO_LINGER,
-                (&raw mut got).cast(),
-                &raw mut got_len,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if got.l_onoff == 0 || got.l_linger != 0 {
-            return Err(io::Error::other("SO_LINGER did not read back as {on, 0}"));
-        }
-        Ok(())
-    }
-}
-
 /// Makes closing `socket` send a TCP reset (`SO_LINGER` {on, 0}).
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64"
-    )
-))]
 pub fn set_linger_zero(socket: &TcpStream) -> std::io::Result<()> {
-    linger::set_linger_zero(socket)
-}
-
-/// Elsewhere the option's constants are not known here: closing is a plain
-/// abrupt close (FIN, no close frame).
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64"
-    )
-)))]
-pub fn set_linger_zero(_socket: &TcpStream) -> std::io::Result<()> {
-    Ok(())
+    natter_runtime::reset_on_close(socket)
 }
 
 /// A small seeded PRNG (xorshift64*), so garbage is reproducible.

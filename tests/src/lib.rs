@@ -196,11 +196,19 @@ impl Client {
 
     /// Connects, returning the error instead of panicking.
     pub async fn try_connect(url: &str) -> Result<Client, String> {
+        Client::connect_via(None, url).await
+    }
+
+    /// Connects from `local` when given (to spread many connections over
+    /// several loopback source addresses), else from any address.
+    pub async fn connect_via(local: Option<std::net::IpAddr>, url: &str) -> Result<Client, String> {
         let addr = addr_of(url);
         let fut = async {
-            let tcp = natter_runtime::connect(addr)
-                .await
-                .map_err(|e| format!("TCP connect: {e}"))?;
+            let tcp = match local {
+                Some(ip) => natter_runtime::connect_from(ip, addr).await,
+                None => natter_runtime::connect(addr).await,
+            }
+            .map_err(|e| format!("TCP connect: {e}"))?;
             let _ = tcp.set_nodelay(true);
             let (ws, _response) = async_tungstenite::client_async(url, tcp)
                 .await
