@@ -21,10 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::WebSocketReceiver;
-use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
+use async_tungstenite::{WebSocketSender, WebSocketStream};
 use futures::future::{Either, select};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -34,7 +34,7 @@ use natter_runtime::{TcpStream, timeout};
 use crate::closing::linger;
 use crate::handler::{self, Handler};
 use crate::handshake::{self, HttpRefusal};
-use crate::outbox::{CloseReason, Outbox};
+use crate::outbox::{CloseReason, Outbox, Side};
 use crate::rate::{FloodMeter, TokenBucket};
 use crate::registry::{ConnId, encode};
 use crate::server::ServerState;
@@ -44,10 +44,33 @@ use crate::server::ServerState;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves one accepted socket to the end. The caller holds its slot.
-pub async fn run(mut stream: TcpStream, peer: SocketAddr, id: ConnId, state: Arc<ServerState>) {
-    // Boxed: the handshake's buffers live only as long as the handshake,
-    // instead of inflating every connection's task for its whole life.
-    let request = Box::pin(async {
+///
+/// The task's size is every idle connection's memory, so only the steady
+/// part (`serve`) is held inline; the one-off steps at either end — the
+/// HTTP handshake, refusals, the linger — are boxed and live only while
+/// they run.
+pub async fn run(stream: TcpStream, peer: SocketAddr, id: ConnId, state: Arc<ServerState>) {
+    let raw = stream.clone();
+    let Some((ws, nick)) = Box::pin(open(stream, peer, id, &state)).await else {
+        return;
+    };
+    // Split here rather than in `serve`: an argument stays part of the
+    // task's state for the whole call, and the stream is 288 bytes.
+    let (sink, stream) = ws.split();
+    serve(sink, stream, id, peer, nick.as_deref(), &state).await;
+    Box::pin(linger(raw)).await;
+}
+
+/// The HTTP handshake: reads the upgrade request, answers it (101, or an
+/// HTTP error and the socket is let go), and hands back the WebSocket with
+/// the nick the client asked for.
+async fn open(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    id: ConnId,
+    state: &ServerState,
+) -> Option<(WebSocketStream<TcpStream>, Option<String>)> {
+    let request = {
         let read = pin!(timeout(
             state.config.handshake_timeout(),
             handshake::read_request(&mut stream)
@@ -57,38 +80,35 @@ pub async fn run(mut stream: TcpStream, peer: SocketAddr, id: ConnId, state: Arc
             Either::Left((read, _)) => read,
             Either::Right(((), _)) => Some(Ok(Err(HttpRefusal::shutting_down()))),
         }
-    })
-    .await;
-    let upgrade = match request {
+    };
+    let refusal = match request {
         None => {
             log::debug!("connection {id} from {peer}: handshake timed out");
-            return refuse(stream, id, peer, &HttpRefusal::timed_out()).await;
+            HttpRefusal::timed_out()
         }
         Some(Err(e)) => {
             log::debug!("connection {id} from {peer}: handshake failed: {e}");
-            return;
+            return None;
         }
-        Some(Ok(Err(refusal))) => return refuse(stream, id, peer, &refusal).await,
-        Some(Ok(Ok(upgrade))) if state.shutdown.is_triggered() => {
-            drop(upgrade);
-            return refuse(stream, id, peer, &HttpRefusal::shutting_down()).await;
+        Some(Ok(Err(refusal))) => refusal,
+        Some(Ok(Ok(_))) if state.shutdown.is_triggered() => HttpRefusal::shutting_down(),
+        Some(Ok(Ok(upgrade))) => {
+            if let Err(e) = handshake::accept(&mut stream, &upgrade.key).await {
+                log::debug!("connection {id} from {peer}: could not complete upgrade: {e}");
+                return None;
+            }
+            let ws = WebSocketStream::from_partially_read(
+                stream,
+                upgrade.leftover,
+                Role::Server,
+                Some(state.ws_config),
+            )
+            .await;
+            return Some((ws, upgrade.nick));
         }
-        Some(Ok(Ok(upgrade))) => upgrade,
     };
-    if let Err(e) = handshake::accept(&mut stream, &upgrade.key).await {
-        log::debug!("connection {id} from {peer}: could not complete upgrade: {e}");
-        return;
-    }
-    let raw = stream.clone();
-    let ws = WebSocketStream::from_partially_read(
-        stream,
-        upgrade.leftover,
-        Role::Server,
-        Some(state.ws_config),
-    )
-    .await;
-    serve(ws, id, peer, upgrade.nick.as_deref(), &state).await;
-    linger(raw).await;
+    refuse(stream, id, peer, &refusal).await;
+    None
 }
 
 /// Answers a handshake with an HTTP error and lets the socket go.
@@ -106,19 +126,24 @@ pub async fn refuse(mut stream: TcpStream, id: ConnId, peer: SocketAddr, refusal
 /// Runs an upgraded connection: registers it, runs reader and writer, and
 /// leaves the registry however it ends.
 async fn serve(
-    ws: WebSocketStream<TcpStream>,
+    sink: WebSocketSender<TcpStream>,
+    stream: WebSocketReceiver<TcpStream>,
     id: ConnId,
     peer: SocketAddr,
     wanted_nick: Option<&str>,
     state: &ServerState,
 ) {
-    let (sink, stream) = ws.split();
     let headroom = state.config.max_rooms_per_connection + 2;
     let outbox = Outbox::new(state.config.queue, headroom);
     let limits = state.limits;
-    let nick = state
-        .registry
-        .connect(id, wanted_nick, outbox.clone(), |nick, nick_error| {
+    // The one-off steps at either end of the connection are boxed, here and
+    // below: an idle connection's task then holds only the state of the
+    // steady part (about 170 bytes less per connection).
+    let nick = Box::pin(state.registry.connect(
+        id,
+        wanted_nick,
+        outbox.clone(),
+        |nick, nick_error| {
             encode(&ServerMessage::Welcome(Welcome {
                 nick: nick.to_owned(),
                 protocol: PROTOCOL_VERSION,
@@ -126,8 +151,9 @@ async fn serve(
                 limits,
                 nick_error,
             }))
-        })
-        .await;
+        },
+    ))
+    .await;
     log::debug!("connection {id} from {peer}: joined as {nick}");
 
     let reader = async {
@@ -149,14 +175,12 @@ async fn serve(
     // The halves run in one task but each gets its own waker (that is what
     // FuturesUnordered provides): with a plain `select`, every wake-up of
     // the writer — one per frame queued for this client — also polled the
-    // reader, costing a `recv` syscall that found nothing.
+    // reader, costing a `recv` syscall that found nothing. (`map`, not an
+    // `async` block around `.await`: that would hold the half twice.)
     let mut halves: FuturesUnordered<Pin<Box<dyn Future<Output = Half> + Send + '_>>> =
         FuturesUnordered::new();
-    halves.push(Box::pin(async { Half::Reader(reader.await) }));
-    halves.push(Box::pin(async {
-        writer.await;
-        Half::Writer
-    }));
+    halves.push(Box::pin(reader.map(Half::Reader)));
+    halves.push(Box::pin(writer.map(|()| Half::Writer)));
     match halves.next().await {
         Some(Half::Reader(reason)) => {
             log::debug!("connection {id} ({peer}): closing: {reason:?}");
@@ -167,7 +191,7 @@ async fn serve(
             } else {
                 CLOSE_TIMEOUT
             };
-            if timeout(limit, halves.next()).await.is_none() {
+            if Box::pin(timeout(limit, halves.next())).await.is_none() {
                 log::info!("connection {id} ({peer}): peer did not take its last frames in time");
             }
         }
@@ -219,9 +243,12 @@ async fn read_requests(
             // request while this client's own replies are piling up. A
             // client that stops reading altogether is idle as far as the
             // server can tell.
-            if timeout(idle_timeout, outbox.wait_for_space())
-                .await
-                .is_none()
+            // Boxed: waiting is rare, and the timer would otherwise be part
+            // of every idle connection's state.
+            if !outbox.has_space()
+                && Box::pin(timeout(idle_timeout, outbox.wait_for_space()))
+                    .await
+                    .is_none()
             {
                 log::info!(
                     "connection {id}: not reading its replies for {idle_timeout:?}, closing"
@@ -276,7 +303,7 @@ async fn read_requests(
     };
     let stop = async {
         let shutdown = pin!(state.shutdown.wait());
-        let aborted = pin!(outbox.aborted());
+        let aborted = pin!(outbox.aborted(Side::Reader));
         match select(shutdown, aborted).await {
             Either::Left(_) => CloseReason::Shutdown,
             Either::Right(_) => outbox.reason().unwrap_or(CloseReason::Gone),

@@ -31,6 +31,14 @@
 //! parked task can cost a syscall, and a thousand of them under the lock
 //! serialized every sender behind it. It also lets the writer take the whole
 //! queue in one swap, and an idle connection's queue costs no allocation.
+//!
+//! Every wait on the queue has exactly one waiter (one half of one
+//! connection), so each is an `AtomicWaker` inside the outbox rather than
+//! an `event_listener::Event`: no allocation per connection for the event
+//! or its listeners (about 250 bytes per idle connection), and a wake-up
+//! nobody waits for is one atomic swap. Each wait has its own slot so that
+//! one kind of wake-up never polls a half waiting for another: a reply
+//! must not poll a reader parked on its socket, for instance.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,7 +46,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Poll, Waker};
 
 use async_tungstenite::tungstenite::Utf8Bytes;
-use event_listener::Event;
 use futures::task::AtomicWaker;
 use natter_protocol::CloseCode;
 use natter_protocol::close::reason;
@@ -135,12 +142,20 @@ pub struct Outbox {
     own: AtomicUsize,
     others: AtomicUsize,
     ping_queued: AtomicBool,
-    /// Woken by the writer each time it takes frames off the queue.
-    space: Event,
+    /// The reader, when it waits for the writer to make space.
+    space: AtomicWaker,
     reason: OnceLock<CloseReason>,
     aborted: AtomicBool,
-    /// Woken once when the queue is to be abandoned.
-    abort: Event,
+    /// The reader and the writer, each waiting for the queue to be
+    /// abandoned (indexed by [`Side`]).
+    abort: [AtomicWaker; 2],
+}
+
+/// Which half of the connection waits in [`Outbox::aborted`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Reader = 0,
+    Writer = 1,
 }
 
 impl Outbox {
@@ -155,10 +170,10 @@ impl Outbox {
             own: AtomicUsize::new(0),
             others: AtomicUsize::new(0),
             ping_queued: AtomicBool::new(false),
-            space: Event::new(),
+            space: AtomicWaker::new(),
             reason: OnceLock::new(),
             aborted: AtomicBool::new(false),
-            abort: Event::new(),
+            abort: [AtomicWaker::new(), AtomicWaker::new()],
         })
     }
 
@@ -233,20 +248,16 @@ impl Outbox {
         self.writer.take()
     }
 
-    /// Waits until fewer than `limit` own frames are queued (or the
-    /// connection closes): the pipelining client's brake.
+    /// Whether the reader may go on to its next request: fewer than
+    /// `limit` own frames queued, or the connection is closing.
+    pub fn has_space(&self) -> bool {
+        self.own.load(Ordering::SeqCst) < self.limit || self.is_closed()
+    }
+
+    /// Waits until [`Outbox::has_space`]: the pipelining client's brake.
+    /// Only the connection's reader may wait here.
     pub async fn wait_for_space(&self) {
-        let has_space = || self.own.load(Ordering::SeqCst) < self.limit || self.is_closed();
-        loop {
-            if has_space() {
-                return;
-            }
-            let listener = self.space.listen();
-            if has_space() {
-                return;
-            }
-            listener.await;
-        }
+        wait_until(&self.space, || self.has_space()).await;
     }
 
     /// Queues a keepalive ping unless one is already waiting.
@@ -309,7 +320,7 @@ impl Outbox {
 
     /// Called by the writer after a batch, to wake a waiting reader.
     pub fn notify_space(&self) {
-        self.space.notify(usize::MAX);
+        self.space.wake();
     }
 
     /// Queues a last frame of its own and closes, in one step: nothing an
@@ -333,9 +344,9 @@ impl Outbox {
         let reason = *self.reason.get_or_init(|| reason);
         self.lock().closed = true;
         self.wake();
-        self.space.notify(usize::MAX);
+        self.space.wake();
         if reason.discards_queue() && !self.aborted.swap(true, Ordering::SeqCst) {
-            self.abort.notify(usize::MAX);
+            self.abort.iter().for_each(AtomicWaker::wake);
         }
     }
 
@@ -354,17 +365,9 @@ impl Outbox {
 
     /// Resolves once the queue has been abandoned (slow consumer, dead
     /// socket, peer close): the writer stops and the reader stops reading.
-    pub async fn aborted(&self) {
-        loop {
-            if self.is_aborted() {
-                return;
-            }
-            let listener = self.abort.listen();
-            if self.is_aborted() {
-                return;
-            }
-            listener.await;
-        }
+    /// Each side may have one waiter at a time.
+    pub async fn aborted(&self, side: Side) {
+        wait_until(&self.abort[side as usize], || self.is_aborted()).await;
     }
 
     /// Frames waiting to be written.
@@ -375,4 +378,23 @@ impl Outbox {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Waits on `slot` (one waiter at a time) until `ready()` holds. The
+/// second check after registering closes the gap where the condition
+/// changed, and its wake-up was spent, between the first look and the
+/// registration.
+async fn wait_until(slot: &AtomicWaker, ready: impl Fn() -> bool) {
+    std::future::poll_fn(|cx| {
+        if ready() {
+            return Poll::Ready(());
+        }
+        slot.register(cx.waker());
+        if ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
 }

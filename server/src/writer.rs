@@ -15,7 +15,7 @@ use futures::future::{Either, select};
 use natter_runtime::{TcpStream, timeout};
 use std::collections::VecDeque;
 
-use crate::outbox::{CloseReason, Outbox, Outgoing};
+use crate::outbox::{CloseReason, Outbox, Outgoing, Side};
 
 /// How long a close frame may take to get out before the socket is dropped.
 const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -25,7 +25,7 @@ const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn run(mut sink: WebSocketSender<TcpStream>, outbox: &Outbox) {
     let drained = {
         let drain = pin!(drain(&mut sink, outbox));
-        let aborted = pin!(outbox.aborted());
+        let aborted = pin!(outbox.aborted(Side::Writer));
         match select(drain, aborted).await {
             Either::Left((result, _)) => result,
             Either::Right(((), _)) => Ok(()),
@@ -43,7 +43,14 @@ pub async fn run(mut sink: WebSocketSender<TcpStream>, outbox: &Outbox) {
     }
     // After the client's close, a frame that raced it fails to send
     // (tungstenite refuses data after a close), but the close reply must
-    // still go out: that is the flush below.
+    // still go out: that is the flush below. Boxed: this runs once, and its
+    // state would otherwise be part of every connection for its whole life.
+    Box::pin(close(sink, outbox)).await;
+}
+
+/// Sends the close frame (or the reply to the client's) the outbox's close
+/// reason calls for.
+async fn close(mut sink: WebSocketSender<TcpStream>, outbox: &Outbox) {
     match outbox.reason() {
         Some(CloseReason::Gone) | None => {}
         Some(CloseReason::PeerClosed) => {
