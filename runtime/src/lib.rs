@@ -19,6 +19,19 @@ use futures::{Stream, StreamExt};
 pub use async_std::net::{TcpListener, TcpStream};
 pub use async_std::task::JoinHandle;
 
+/// Sets how many threads run tasks. It takes effect only when called
+/// before anything else in this module (the executor starts on first use),
+/// so binaries call it first thing in `main`; later calls do nothing.
+pub fn set_worker_threads(threads: usize) {
+    let threads = threads.max(1);
+    async_global_executor::init_with_config(
+        async_global_executor::GlobalExecutorConfig::default()
+            .with_min_threads(threads)
+            .with_max_threads(threads)
+            .with_thread_name_fn(|| "natter-worker".to_owned()),
+    );
+}
+
 /// Spawns a task onto the shared executor (asyncio's `create_task`).
 ///
 /// The task runs whether or not the handle is awaited; dropping the handle

@@ -58,6 +58,17 @@ pub struct Config {
     #[arg(long, env = "NATTER_MAX_ROOMS", default_value_t = 1000)]
     pub max_rooms: usize,
 
+    /// Threads that run the connection tasks. One is the fastest setting
+    /// for broadcast-heavy rooms on a small machine: a broadcast runs to
+    /// completion before the writers drain their queues, so each socket
+    /// write carries many frames. With a second thread, writers chase the
+    /// broadcaster and send one or two frames per write, which costs twice
+    /// the CPU per delivery (see BENCHMARKS.md). Raise it on a machine with
+    /// cores to spare and many busy rooms.
+    #[arg(long, env = "NATTER_THREADS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: u16,
+
     /// Seconds a new socket has to complete its HTTP upgrade.
     #[arg(long, env = "NATTER_HANDSHAKE_TIMEOUT", default_value_t = 10.0)]
     pub handshake_timeout: f64,

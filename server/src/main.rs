@@ -10,6 +10,7 @@ use natter_server::{Config, Server};
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = Config::parse();
+    natter_runtime::set_worker_threads(config.threads.into());
     raise_open_files_limit();
     natter_runtime::block_on(serve(config))
 }
