@@ -14,7 +14,7 @@ use natter_protocol::{Id, Reply, ServerMessage};
 use serde::Serialize;
 
 use super::net::{
-    self, Alive, AliveGuard, CloseCount, CloseLog, ConnectStats, ConnectSummary, Ctx,
+    self, Alive, AliveGuard, CloseCount, CloseLog, ConnectStats, ConnectSummary, Ctx, FrameView,
 };
 use super::report::{Findings, Lines, Report, Summary, count};
 use super::stats::{LOCAL_BATCH, Percentiles, SeqTracker, SharedHist, lock, ms};
@@ -347,21 +347,21 @@ impl Fanout {
         let run = self.ctx.run_id.as_str();
         let (rooms, pubs) = (self.p.rooms, self.p.pubs);
         while let Some(frame) = receiver.next_text().await {
-            match net::frame_type(&frame).as_deref() {
-                Some("message") => {}
-                Some("shutdown") => {
+            let Some(view) = FrameView::parse(&frame) else {
+                continue;
+            };
+            let (seq, text) = match (&*view.kind, view.seq, &view.text) {
+                ("message", Some(seq), Some(text)) => (seq, text),
+                ("shutdown", ..) => {
                     self.closes.shutdown();
                     continue;
                 }
                 _ => continue, // presence, our join's reply
-            }
-            let now = net::unix_micros();
-            let Ok(ServerMessage::Message(m)) = serde_json::from_str(&frame) else {
-                continue;
             };
-            let payload = Payload::parse(&m.text, run);
+            let now = net::unix_micros();
+            let payload = Payload::parse(text, run);
             let mut sub = lock(&self.subs[i]);
-            sub.room_seq.observe(m.seq);
+            sub.room_seq.observe(seq);
             match payload {
                 Some(p) if p.publisher < pubs && p.publisher % rooms == k => {
                     let seen = sub.per_pub[p.publisher / rooms].observe(p.seq);
