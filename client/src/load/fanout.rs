@@ -191,7 +191,7 @@ pub async fn run(args: FanoutArgs) -> ExitCode {
         .run_bounded(deadline, scenario(f.clone()))
         .await
         .is_some();
-    let (results, cpu) = f.results(&mut findings, over_rate);
+    let (results, cpu) = f.results(&mut findings, over_rate, finished);
     let report = Report::new(
         header(&ctx, "fanout", deadline),
         findings,
@@ -636,8 +636,9 @@ pub struct FanoutResults {
     /// subscriber of the room never received.
     pub lost: u64,
     /// Acknowledged messages past the last one a subscriber received when
-    /// the drain ended: late (the server or the tester fell behind by more
-    /// than --drain), not lost.
+    /// the drain ended. Late (the server or the tester fell behind by more
+    /// than --drain) when some says were still unanswered; a problem when
+    /// every say had been answered.
     pub undelivered_at_end: u64,
     pub duplicates: u64,
     pub reordered: u64,
@@ -659,10 +660,12 @@ impl Fanout {
     /// The numbers, and what they say about the server. With `over_rate`
     /// (the run asked more of a connection than the server's announced rate
     /// limit) the limit's effects are the tester's error, not misbehaviour.
+    /// `finished`: the drain ran to its end (the deadline did not cut it).
     fn results(
         &self,
         findings: &mut Findings,
         over_rate: bool,
+        finished: bool,
     ) -> (FanoutResults, Option<super::sys::CpuWindow>) {
         let p = &self.p;
         let mut lost = 0;
@@ -684,6 +687,7 @@ impl Fanout {
             deliveries += sub.measured;
             foreign += sub.foreign;
             let mut sub_lost = 0;
+            let mut sub_in_flight = 0;
             for (local, t) in sub.per_pub.iter().enumerate() {
                 let publisher = &self.pubs[local * p.rooms + k];
                 // Owed: every message up to the last one answered, less
@@ -696,10 +700,17 @@ impl Fanout {
                 sub_lost += t.gaps_open().saturating_sub(rejected);
                 let owed = answered.saturating_sub(rejected);
                 let received = t.received_upto(answered);
-                in_flight += owed.saturating_sub(received).saturating_sub(t.gaps_open());
+                sub_in_flight += owed.saturating_sub(received).saturating_sub(t.gaps_open());
                 dups += t.duplicates;
                 late += t.late;
             }
+            // The room delivers in seq order, so a seq this subscriber
+            // skipped is lost even when it was the last message of its
+            // publisher (which the per-publisher count can only call "not
+            // arrived yet"): count whichever view proves more.
+            let proven = sub.room_seq.gaps_open().saturating_sub(sub_lost);
+            sub_lost += proven;
+            in_flight += sub_in_flight.saturating_sub(proven);
             lost += sub_lost;
             if sub_lost > 0 && worst.is_none_or(|(_, n)| sub_lost > n) {
                 worst = Some((i, sub_lost));
@@ -822,7 +833,17 @@ impl Fanout {
                 r.lost
             ));
         }
-        if r.undelivered_at_end > 0 {
+        if r.undelivered_at_end > 0 && r.missing_replies == 0 && finished {
+            // Every say was answered, so the server was not behind on the
+            // publishers; events it acknowledged that still had not come
+            // after the whole drain were dropped (or held longer than any
+            // chat client would wait).
+            findings.problem(format!(
+                "{} acknowledged deliveries never arrived: every say had its reply, and {} s                  later these events had still not reached their subscribers",
+                r.undelivered_at_end,
+                p.drain.as_secs_f64()
+            ));
+        } else if r.undelivered_at_end > 0 {
             findings.warn(format!(
                 "{} deliveries had not arrived when the drain ended: the server or the tester \
                  was more than --drain behind (not counted as lost; see latency)",
