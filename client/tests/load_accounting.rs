@@ -1,0 +1,666 @@
+//! The load tester's own accounting, checked end to end.
+//!
+//! `natter load fanout` is only worth running if its loss, duplicate and
+//! reorder counters are right: a tester that misses a dropped message
+//! vouches for a broken server, and one that miscounts accuses a correct
+//! one. So these tests run the real `natter` binary against:
+//!
+//! - a deliberately misbehaving WebSocket server written here
+//!   ([`FakeServer`]), which speaks just enough of PROTOCOL.md for
+//!   `fanout` and then, once, drops, duplicates or swaps a room message on
+//!   its way to one subscriber. Each test checks that the tester exits 1
+//!   and that the matching counter in its `--json` report is exactly what
+//!   the server injected, and that the other counters stay at zero. A
+//!   control run against the same server with no fault must come out
+//!   clean, which shows the fake server itself is correct: when a fault
+//!   test fails, the tester's detection is what broke.
+//! - the real server, in process, for a small bounded fanout that must be
+//!   clean with every expected delivery made.
+//!
+//! The `natter` child is bounded by [`CHILD_LIMIT`] (killed past it), and
+//! each run passes the tester a `--deadline` below that, so a hang shows up
+//! as a report rather than a kill.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::pin::pin;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_tungstenite::tungstenite::Message;
+use futures::StreamExt;
+use futures::channel::mpsc::{UnboundedSender, unbounded};
+use futures::future::{Either, select};
+use natter_protocol::{
+    ChatMessage, ErrorCode, JoinOk, Limits, OkReply, PROTOCOL_VERSION, Reply, Request,
+    ServerMessage, Welcome, decode_request, encode_error,
+};
+use natter_runtime::{TcpListener, TcpStream};
+use serde_json::Value;
+
+/// Longest one `natter load fanout` child may run before it is killed.
+const CHILD_LIMIT: Duration = Duration::from_secs(60);
+
+/// The tester's own hard deadline, passed as `--deadline` (below
+/// [`CHILD_LIMIT`], so the tester reports before the test kills it).
+const TESTER_DEADLINE_S: &str = "30";
+
+/// Subscribers and publishers of the runs against the fake server.
+const SUBS: u64 = 3;
+const PUBS: u64 = 2;
+/// Messages per second per publisher, and the measured window in seconds:
+/// each publisher says exactly `RATE * DURATION` messages (its schedule is
+/// fixed; see `publish` in fanout.rs), all of them measured with no warm-up.
+const RATE: u64 = 20;
+const DURATION: u64 = 1;
+
+/// The room seq from which the fake server may inject its fault. Every
+/// publisher has spoken by then (they are staggered by 25 ms and say
+/// every 50 ms) and each still has most of its 20 messages to send, so the
+/// faulty message is never a publisher's last one (a dropped last message
+/// would be "undelivered at end", not a gap).
+const FAULT_FROM_SEQ: u64 = 10;
+
+// ---------------------------------------------------------------------------
+// The misbehaving server
+// ---------------------------------------------------------------------------
+
+/// What the fake server does wrong, once, on one subscriber's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Nothing: a correct server (the control).
+    None,
+    /// One message never reaches the subscriber.
+    Drop,
+    /// The room's last message never reaches the subscriber: no later
+    /// message exposes the hole, only the drain ending without it.
+    DropLast,
+    /// The room's last but one message never reaches the subscriber:
+    /// usually its publisher's last, a hole only the room's seq exposes.
+    DropSecondLast,
+    /// One message reaches the subscriber twice in a row.
+    Duplicate,
+    /// One message reaches the subscriber after the same publisher's next
+    /// one (two consecutive messages of one publisher, swapped).
+    Swap,
+}
+
+/// One connection's place in a room.
+struct Member {
+    conn: u64,
+    out: UnboundedSender<String>,
+}
+
+/// A message held back from one subscriber (the `Swap` fault).
+struct Held {
+    target: u64,
+    /// The connection that said it: it is released after that
+    /// connection's next message.
+    from: u64,
+    seq: u64,
+    frame: String,
+}
+
+#[derive(Default)]
+struct Room {
+    seq: u64,
+    members: Vec<Member>,
+    /// Connections that have said something: the publishers. A member not
+    /// in here once every publisher spoke is a subscriber.
+    sayers: HashSet<u64>,
+    held: Option<Held>,
+}
+
+struct State {
+    fault: Fault,
+    /// How many publishers the run has: the fault waits until all spoke,
+    /// so it always hits a subscriber.
+    publishers: usize,
+    rooms: Mutex<HashMap<String, Room>>,
+    /// Faults injected so far (at most one).
+    injected: AtomicU64,
+}
+
+/// A minimal, single-purpose WebSocket chat server on 127.0.0.1 (port 0):
+/// `welcome`, `join` and `say` with their `ok` replies, and `message`
+/// events to the room's members, with one fault on the message stream.
+struct FakeServer {
+    url: String,
+    state: Arc<State>,
+    /// Dropping it stops the accept loop.
+    _stop: futures::channel::oneshot::Sender<()>,
+}
+
+impl FakeServer {
+    fn start(fault: Fault, publishers: usize) -> FakeServer {
+        let listener = natter_runtime::bind("127.0.0.1:0", 128).expect("fake server binds");
+        let addr = listener.local_addr().expect("listener has an address");
+        let state = Arc::new(State {
+            fault,
+            publishers,
+            rooms: Mutex::default(),
+            injected: AtomicU64::new(0),
+        });
+        let (stop, stopped) = futures::channel::oneshot::channel();
+        natter_runtime::spawn(accept_loop(listener, state.clone(), stopped));
+        FakeServer {
+            url: format!("ws://{addr}/ws"),
+            state,
+            _stop: stop,
+        }
+    }
+
+    fn injected(&self) -> u64 {
+        self.state.injected.load(Ordering::SeqCst)
+    }
+}
+
+/// Accepts connections until `stopped` fires (its sender is dropped) or
+/// accepting fails (the test then fails on the refused connection).
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut stopped: futures::channel::oneshot::Receiver<()>,
+) {
+    let mut next_conn = 0u64;
+    loop {
+        let accept = pin!(listener.accept());
+        match select(accept, &mut stopped).await {
+            Either::Left((Ok((stream, _peer)), _)) => {
+                next_conn += 1;
+                natter_runtime::spawn(serve(stream, next_conn, state.clone()));
+            }
+            Either::Left((Err(_), _)) | Either::Right(_) => return,
+        }
+    }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One connection: answers requests in order and forwards what the rooms
+/// queue for it, until the client closes.
+async fn serve(stream: TcpStream, conn: u64, state: Arc<State>) {
+    let Ok(ws) = async_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    let (mut sink, mut frames) = ws.split();
+    let (out, mut queued) = unbounded::<String>();
+    let nick = format!("guest-{conn}");
+    let welcome = ServerMessage::Welcome(Welcome {
+        nick: nick.clone(),
+        protocol: PROTOCOL_VERSION,
+        server: "natter-fake (load_accounting test)".into(),
+        limits: Limits {
+            rate_per_sec: 0,
+            ..Limits::default()
+        },
+        nick_error: None,
+    });
+    let _ = out.unbounded_send(welcome.to_json());
+    loop {
+        match select(frames.next(), queued.next()).await {
+            Either::Left((Some(Ok(Message::Text(text))), _)) => {
+                let reply = handle(&state, conn, &nick, &out, &text);
+                let _ = out.unbounded_send(reply);
+            }
+            // Keep reading after a close: tungstenite answers it on the
+            // next read, which then ends the stream.
+            Either::Left((Some(Ok(_)), _)) => {}
+            Either::Left((None | Some(Err(_)), _)) => break,
+            Either::Right((Some(frame), _)) => {
+                if sink.send(Message::text(frame)).await.is_err() {
+                    break;
+                }
+            }
+            Either::Right((None, _)) => break, // cannot happen: we hold `out`
+        }
+    }
+    let mut rooms = state.rooms.lock().unwrap();
+    for room in rooms.values_mut() {
+        room.members.retain(|m| m.conn != conn);
+    }
+}
+
+/// Handles one request; returns the reply. Events go to the members'
+/// queues before the reply is queued.
+fn handle(
+    state: &State,
+    conn: u64,
+    nick: &str,
+    out: &UnboundedSender<String>,
+    text: &str,
+) -> String {
+    let envelope = match decode_request(text) {
+        Ok(envelope) => envelope,
+        Err(e) => return encode_error(e.id.as_ref(), e.code, &e.message),
+    };
+    let id = envelope.id;
+    let reply = match envelope.request {
+        Request::Join { room, .. } => {
+            let mut rooms = state.rooms.lock().unwrap();
+            let r = rooms.entry(room.clone()).or_default();
+            if !r.members.iter().any(|m| m.conn == conn) {
+                r.members.push(Member {
+                    conn,
+                    out: out.clone(),
+                });
+            }
+            Reply::Join(JoinOk {
+                room,
+                members: Vec::new(),
+                seq: r.seq,
+                epoch: "fake".into(),
+                history: Vec::new(),
+                complete: r.seq == 0,
+            })
+        }
+        Request::Say { room, text } => {
+            let mut rooms = state.rooms.lock().unwrap();
+            let Some(r) = rooms.get_mut(&room) else {
+                return encode_error(id.as_ref(), ErrorCode::NotMember, "not in that room");
+            };
+            let seq = say(state, r, conn, nick, &room, text);
+            Reply::Say { room, seq }
+        }
+        _ => {
+            return encode_error(
+                id.as_ref(),
+                ErrorCode::BadRequest,
+                "the fake server knows only join and say",
+            );
+        }
+    };
+    ServerMessage::Ok(OkReply { id, reply }).to_json()
+}
+
+/// Numbers a message, sends it to every member of the room, and injects
+/// the configured fault (once) on one subscriber's copy. Runs under the
+/// rooms lock, so every member's queue gets the room's messages in order.
+fn say(state: &State, r: &mut Room, conn: u64, nick: &str, room: &str, text: String) -> u64 {
+    r.seq += 1;
+    let seq = r.seq;
+    r.sayers.insert(conn);
+    let frame = ServerMessage::Message(ChatMessage {
+        room: room.to_owned(),
+        seq,
+        from: nick.to_owned(),
+        text,
+        ts: unix_millis(),
+    })
+    .to_json();
+    let at = match state.fault {
+        Fault::DropLast => seq == PUBS * RATE * DURATION,
+        Fault::DropSecondLast => seq == PUBS * RATE * DURATION - 1,
+        _ => seq >= FAULT_FROM_SEQ,
+    };
+    let ready = state.fault != Fault::None
+        && state.injected.load(Ordering::SeqCst) == 0
+        && at
+        && r.sayers.len() >= state.publishers;
+    // The first member that never said anything: a subscriber.
+    let target = ready
+        .then(|| {
+            r.members
+                .iter()
+                .map(|m| m.conn)
+                .find(|c| !r.sayers.contains(c))
+        })
+        .flatten();
+    for m in &r.members {
+        if Some(m.conn) == target {
+            state.injected.fetch_add(1, Ordering::SeqCst);
+            match state.fault {
+                Fault::None => unreachable!("no target without a fault"),
+                Fault::Drop | Fault::DropLast | Fault::DropSecondLast => {}
+                Fault::Duplicate => {
+                    let _ = m.out.unbounded_send(frame.clone());
+                    let _ = m.out.unbounded_send(frame.clone());
+                }
+                Fault::Swap => {
+                    r.held = Some(Held {
+                        target: m.conn,
+                        from: conn,
+                        seq,
+                        frame: frame.clone(),
+                    });
+                }
+            }
+            continue;
+        }
+        let _ = m.out.unbounded_send(frame.clone());
+        // The held message follows its publisher's next one.
+        let release = r
+            .held
+            .as_ref()
+            .is_some_and(|h| h.target == m.conn && h.from == conn && h.seq != seq);
+        if release && let Some(h) = r.held.take() {
+            let _ = m.out.unbounded_send(h.frame);
+        }
+    }
+    seq
+}
+
+// ---------------------------------------------------------------------------
+// Running the tester
+// ---------------------------------------------------------------------------
+
+/// What one `natter load fanout` run produced.
+struct Run {
+    code: i32,
+    report: Value,
+    stderr: String,
+}
+
+impl Run {
+    /// A counter of the report's `results`.
+    fn n(&self, field: &str) -> u64 {
+        self.report["results"][field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("results.{field} is not a count: {}", self.report))
+    }
+
+    /// Asserts the named counters; every other loss/dup/reorder counter
+    /// (by publisher sequence and by room seq) must be zero.
+    fn assert_counters(&self, expected: &[(&str, u64)]) {
+        const ALL: [&str; 8] = [
+            "lost",
+            "duplicates",
+            "reordered",
+            "seq_gaps",
+            "seq_duplicates",
+            "seq_reordered",
+            "undelivered_at_end",
+            "foreign_messages",
+        ];
+        for field in ALL {
+            let want = expected
+                .iter()
+                .find(|(f, _)| *f == field)
+                .map_or(0, |(_, n)| *n);
+            assert_eq!(self.n(field), want, "results.{field}; {self}");
+        }
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}; report: {}; stderr: {}",
+            self.code, self.report, self.stderr
+        )
+    }
+}
+
+/// Runs `natter load fanout ARGS --json --quiet URL`, killing it past
+/// [`CHILD_LIMIT`], and parses the report on stdout.
+fn fanout(url: &str, args: &[&str]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
+        .args(["load", "fanout"])
+        .args(args)
+        .args(["--deadline", TESTER_DEADLINE_S, "--json", "--quiet", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the natter binary starts");
+    // Readers on their own threads: stdout reaches its end when the child
+    // exits, which the test waits for with a bound.
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let (done, finished) = mpsc::channel();
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        let _ = done.send(text);
+    });
+    let errors = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let stdout = match finished.recv_timeout(CHILD_LIMIT) {
+        Ok(text) => text,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("natter load fanout did not finish within {CHILD_LIMIT:?}; killed");
+        }
+    };
+    let status = child.wait().expect("waiting for natter");
+    let stderr = errors.join().expect("stderr reader");
+    let code = status
+        .code()
+        .expect("natter exited (not killed by a signal)");
+    let report = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON report ({e}); exit {code}; stdout: {stdout}; stderr: {stderr}"
+        )
+    });
+    let run = Run {
+        code,
+        report,
+        stderr,
+    };
+    assert_eq!(run.report["test"], "fanout", "{run}");
+    assert_eq!(
+        run.report["exit_code"], run.code,
+        "report and exit code agree; {run}"
+    );
+    assert_eq!(run.report["stopped_by_deadline"], false, "{run}");
+    run
+}
+
+/// Runs the fanout the fault tests use against a fake server: 3
+/// subscribers, 2 publishers at 20 msg/s for 1 s, no warm-up. The drain
+/// of 2 s only matters with a lost message (the tester waits for it until
+/// the drain ends); otherwise the drain ends as soon as all arrived.
+fn fanout_against(fault: Fault) -> (FakeServer, Run) {
+    let server = FakeServer::start(fault, PUBS as usize);
+    let (subs, pubs, rate, duration) = (
+        SUBS.to_string(),
+        PUBS.to_string(),
+        RATE.to_string(),
+        DURATION.to_string(),
+    );
+    let run = fanout(
+        &server.url,
+        &[
+            "--subs",
+            &subs,
+            "--pubs",
+            &pubs,
+            "--rate",
+            &rate,
+            "--duration",
+            &duration,
+            "--warmup",
+            "0",
+            "--drain",
+            "2",
+        ],
+    );
+    // Every message was said, acknowledged and measured (no warm-up).
+    let said = PUBS * RATE * DURATION;
+    assert_eq!(run.n("sent_total"), said, "{run}");
+    assert_eq!(run.n("sent"), said, "{run}");
+    assert_eq!(run.n("replies_ok"), said, "{run}");
+    assert_eq!(run.n("missing_replies"), 0, "{run}");
+    assert_eq!(run.n("expected_deliveries"), said * SUBS, "{run}");
+    (server, run)
+}
+
+/// Asserts the tester judged the run as misbehaviour (exit 1) and listed
+/// problems, not tester-side errors.
+fn assert_misbehaviour(run: &Run) {
+    assert_eq!(run.code, 1, "{run}");
+    assert_eq!(run.report["outcome"], "misbehaviour", "{run}");
+    let problems = run.report["problems"].as_array().expect("problems list");
+    assert!(!problems.is_empty(), "{run}");
+    assert_eq!(run.report["errors"], Value::Array(Vec::new()), "{run}");
+}
+
+// ---------------------------------------------------------------------------
+// Tests against the fake server
+// ---------------------------------------------------------------------------
+
+/// The control: the fake server with no fault is a correct server, so the
+/// tester must find nothing. Without it, a fault test that passes could be
+/// passing on a fake server that is broken in some other way.
+#[test]
+fn fake_server_without_fault_is_clean() {
+    let (server, run) = fanout_against(Fault::None);
+    assert_eq!(server.injected(), 0);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(run.report["outcome"], "clean", "{run}");
+    run.assert_counters(&[]);
+    assert_eq!(run.n("deliveries"), run.n("expected_deliveries"), "{run}");
+}
+
+/// One message dropped on its way to one subscriber: a gap in both its
+/// publisher's sequence and the room's seq, counted once each (later
+/// messages of that publisher arrive, so it is a hole, not a late tail),
+/// and one delivery short of the expected.
+#[test]
+fn dropped_message_counts_as_lost() {
+    let (server, run) = fanout_against(Fault::Drop);
+    assert_eq!(server.injected(), 1, "the fault was injected; {run}");
+    assert_misbehaviour(&run);
+    run.assert_counters(&[("lost", 1), ("seq_gaps", 1)]);
+    assert_eq!(
+        run.n("deliveries") + 1,
+        run.n("expected_deliveries"),
+        "{run}"
+    );
+}
+
+/// The room's last message dropped for one subscriber. Nothing after it
+/// shows a gap, so the tester can only see it missing when the drain ends:
+/// since every say was answered, the server was not behind, and the
+/// missing delivery is a problem (exit 1), not a late one.
+#[test]
+fn dropped_last_message_is_a_problem() {
+    let (server, run) = fanout_against(Fault::DropLast);
+    assert_eq!(server.injected(), 1, "the fault was injected; {run}");
+    assert_misbehaviour(&run);
+    run.assert_counters(&[("undelivered_at_end", 1)]);
+    assert_eq!(
+        run.n("deliveries") + 1,
+        run.n("expected_deliveries"),
+        "{run}"
+    );
+}
+
+/// The room's last but one message dropped for one subscriber. When it is
+/// its publisher's last message (the usual case), that publisher's own
+/// sequence shows no hole, only a tail that never came; the room's seq
+/// does show the hole, since the room's last message arrived after it.
+/// Either way it must count as lost, not as late.
+#[test]
+fn dropped_second_last_message_counts_as_lost() {
+    let (server, run) = fanout_against(Fault::DropSecondLast);
+    assert_eq!(server.injected(), 1, "the fault was injected; {run}");
+    assert_misbehaviour(&run);
+    run.assert_counters(&[("lost", 1), ("seq_gaps", 1)]);
+    assert_eq!(
+        run.n("deliveries") + 1,
+        run.n("expected_deliveries"),
+        "{run}"
+    );
+}
+
+/// One message sent twice to one subscriber: one duplicate by publisher
+/// sequence and one by room seq, and the second copy is not counted as a
+/// delivery.
+#[test]
+fn repeated_message_counts_as_duplicate() {
+    let (server, run) = fanout_against(Fault::Duplicate);
+    assert_eq!(server.injected(), 1, "the fault was injected; {run}");
+    assert_misbehaviour(&run);
+    run.assert_counters(&[("duplicates", 1), ("seq_duplicates", 1)]);
+    assert_eq!(run.n("deliveries"), run.n("expected_deliveries"), "{run}");
+}
+
+/// Two consecutive messages of one publisher swapped for one subscriber:
+/// the first arrives after the second, which the tester must count as one
+/// reordering (by publisher sequence and by room seq) and not as a loss,
+/// since it did arrive.
+///
+/// The fake server swaps two messages of the *same* publisher on purpose:
+/// two adjacent room messages are usually from different publishers, and
+/// swapping those leaves every publisher's own order intact, so only
+/// `seq_reordered` would see it.
+#[test]
+fn swapped_messages_count_as_reordered() {
+    let (server, run) = fanout_against(Fault::Swap);
+    assert_eq!(server.injected(), 1, "the fault was injected; {run}");
+    assert_misbehaviour(&run);
+    run.assert_counters(&[("reordered", 1), ("seq_reordered", 1)]);
+    assert_eq!(run.n("deliveries"), run.n("expected_deliveries"), "{run}");
+}
+
+// ---------------------------------------------------------------------------
+// Against the real server
+// ---------------------------------------------------------------------------
+
+/// A small bounded fanout against the real server (in process, rate limit
+/// off as load tests expect): clean, nothing lost, duplicated or
+/// reordered, and every expected delivery made.
+#[test]
+fn small_fanout_against_the_real_server_is_clean() {
+    let config = natter_server::Config {
+        rate: 0,
+        ..natter_server::Config::local()
+    };
+    let server =
+        natter_runtime::block_on(natter_server::Server::bind(config)).expect("server binds");
+    let handle = server.handle();
+    let running = natter_runtime::spawn(server.run());
+
+    let (subs, pubs) = (5u64, 2u64);
+    let run = fanout(
+        &handle.url(),
+        &[
+            "--subs",
+            &subs.to_string(),
+            "--pubs",
+            &pubs.to_string(),
+            "--rate",
+            &RATE.to_string(),
+            "--duration",
+            &DURATION.to_string(),
+            "--warmup",
+            "0",
+            "--drain",
+            "10",
+        ],
+    );
+
+    handle.shutdown();
+    let stopped =
+        natter_runtime::block_on(natter_runtime::timeout(Duration::from_secs(20), running));
+    assert!(stopped.is_some(), "the server did not stop within 20 s");
+
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(run.report["outcome"], "clean", "{run}");
+    assert_eq!(run.report["problems"], Value::Array(Vec::new()), "{run}");
+    run.assert_counters(&[]);
+    let said = pubs * RATE * DURATION;
+    assert_eq!(run.n("sent"), said, "{run}");
+    assert_eq!(run.n("replies_ok"), said, "{run}");
+    assert_eq!(run.n("expected_deliveries"), said * subs, "{run}");
+    assert_eq!(run.n("deliveries"), said * subs, "{run}");
+    assert_eq!(
+        run.report["results"]["connections"]["connected"],
+        subs + pubs,
+        "{run}"
+    );
+}
