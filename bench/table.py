@@ -1,5 +1,6 @@
 """Prints the markdown table of medians for one bench/run.sh results folder."""
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -7,7 +8,11 @@ from pathlib import Path
 
 def load(folder, scenario):
     runs = []
-    for f in sorted(Path(folder).glob(f"{scenario}-*.json")):
+    # "<scenario>-<run>.json" exactly: "conns" must not pick up "conns-10k".
+    pattern = re.compile(re.escape(scenario) + r"-\d+\.json")
+    for f in sorted(Path(folder).glob("*.json")):
+        if not pattern.fullmatch(f.name):
+            continue
         try:
             runs.append(json.loads(f.read_text()))
         except ValueError:
@@ -58,15 +63,17 @@ def main():
             if runs:
                 print(fanout_row(s, runs))
         print()
-    if "conns" in scenarios:
-        runs = load(folder, "conns")
+    conns = [s for s in scenarios if s.startswith("conns")]
+    if conns:
+        print("| scenario | runs | connected | refused | failed | connect p50 | connect p99 | connects/s | server bytes / connection | outcome |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in conns:
+        runs = load(folder, name)
         if runs:
             r = [x["results"] for x in runs]
             ct = [x["connections"]["connect_time"] for x in r]
-            print("| scenario | runs | connected | refused | failed | connect p50 | connect p99 | connects/s | server bytes / connection | outcome |")
-            print("|---|---|---|---|---|---|---|---|---|---|")
             print(
-                f"| conns | {len(runs)} | {fmt(med([x['connections']['connected'] for x in r]))} | "
+                f"| {name} | {len(runs)} | {fmt(med([x['connections']['connected'] for x in r]))} | "
                 f"{fmt(med([x['connections']['refused_503'] for x in r]))} | "
                 f"{fmt(med([x['connections']['failed'] for x in r]))} | "
                 f"{fmt(med([c.get('p50_ms') for c in ct]), ' ms', 1)} | "
@@ -75,7 +82,8 @@ def main():
                 f"{fmt(med([x.get('server_bytes_per_connection') for x in r]), ' B', 0)} | "
                 f"{', '.join(sorted({y['outcome'] for y in runs}))} |"
             )
-            print()
+    if conns:
+        print()
     if "ramp" in scenarios:
         runs = load(folder, "ramp")
         if runs:
