@@ -21,6 +21,10 @@ pub fn deliver<'a>(
     wakes: &mut Wakeups,
 ) {
     for (&id, outbox) in recipients {
+        if outbox.is_closed() {
+            // Leaving anyway: no frame, no wake-up (see `Outbox::closed`).
+            continue;
+        }
         if id == origin {
             outbox.push_own(frame.clone());
         } else {

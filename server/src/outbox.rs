@@ -145,6 +145,12 @@ pub struct Outbox {
     /// The reader, when it waits for the writer to make space.
     space: AtomicWaker,
     reason: OnceLock<CloseReason>,
+    /// `queue.closed`, readable without the lock: a broadcast skips a
+    /// closing member with one load. When thousands of clients drop at
+    /// once, each one's `leave` goes past all the others, which are closing
+    /// too; a push attempt each (counters, lock, waker) made that storm
+    /// take seconds of the executor.
+    closed: AtomicBool,
     aborted: AtomicBool,
     /// The reader and the writer, each waiting for the queue to be
     /// abandoned (indexed by [`Side`]).
@@ -172,6 +178,7 @@ impl Outbox {
             ping_queued: AtomicBool::new(false),
             space: AtomicWaker::new(),
             reason: OnceLock::new(),
+            closed: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             abort: [AtomicWaker::new(), AtomicWaker::new()],
         })
@@ -342,7 +349,11 @@ impl Outbox {
     /// them. Later calls keep the first reason.
     pub fn close(&self, reason: CloseReason) {
         let reason = *self.reason.get_or_init(|| reason);
-        self.lock().closed = true;
+        {
+            let mut q = self.lock();
+            q.closed = true;
+            self.closed.store(true, Ordering::SeqCst);
+        }
         self.wake();
         self.space.wake();
         if reason.discards_queue() && !self.aborted.swap(true, Ordering::SeqCst) {
@@ -350,8 +361,10 @@ impl Outbox {
         }
     }
 
+    /// Whether the queue takes no more frames. Set under the queue's lock,
+    /// so once this is true no push can succeed.
     pub fn is_closed(&self) -> bool {
-        self.lock().closed
+        self.closed.load(Ordering::SeqCst)
     }
 
     pub fn reason(&self) -> Option<CloseReason> {
@@ -391,6 +404,9 @@ async fn wait_until(slot: &AtomicWaker, ready: impl Fn() -> bool) {
         }
         slot.register(cx.waker());
         if ready() {
+            // Unregister, or a later wake-up for nobody would poll this
+            // half for nothing (a `recv` that finds no data, for a reader).
+            slot.take();
             Poll::Ready(())
         } else {
             Poll::Pending
