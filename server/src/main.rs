@@ -1,16 +1,23 @@
 //! The `natter-server` binary: options, logging, signals, and the server.
 
 use std::io::Write;
+use std::pin::pin;
 
 use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
+use futures::future::{Either, select};
 use natter_server::{Config, Server};
 
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = Config::parse();
     natter_runtime::set_worker_threads(config.threads.into());
+    if std::env::var_os("ASYNC_GLOBAL_EXECUTOR_THREADS").is_some() {
+        // async-global-executor reads it ahead of the configured count.
+        log::warn!("ASYNC_GLOBAL_EXECUTOR_THREADS is set and overrides --threads");
+    }
+    log::debug!("running tasks on {} executor thread(s)", config.threads);
     raise_open_files_limit();
     natter_runtime::block_on(serve(config))
 }
@@ -30,7 +37,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     log::info!("listening on {}", handle.url());
 
     let on_signal = handle.clone();
-    natter_runtime::spawn(async move {
+    let watch = async move {
         if let Some(signal) = signals.next().await {
             log::info!("received {signal:?}: shutting down gracefully");
             on_signal.shutdown();
@@ -40,9 +47,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             log::warn!("received {signal:?} again: exiting immediately");
             std::process::exit(130);
         }
-    });
-
-    let cut_off = server.run().await;
+    };
+    // The watcher runs here, on the main thread beside the accept loop, not
+    // as a task on the executor: a burst of work there (thousands of
+    // clients dropping at once) must not hold up a SIGTERM behind it.
+    let run = server.run();
+    let cut_off = match select(pin!(run), pin!(watch)).await {
+        Either::Left((cut_off, _)) => cut_off,
+        Either::Right(((), run)) => run.await,
+    };
     if cut_off > 0 {
         log::warn!("exited with {cut_off} connection(s) not closed cleanly");
     }
