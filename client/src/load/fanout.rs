@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -145,6 +145,9 @@ struct Fanout {
     latency: SharedHist,
     /// First deliveries to subscribers, warm-up included.
     delivered: AtomicU64,
+    /// Set when the drain ended with deliveries missing and none arrived
+    /// during a further [`STALL_WINDOW`]: they had stopped, not slowed.
+    stalled: AtomicBool,
     reply_errors: Mutex<BTreeMap<String, u64>>,
     sub_senders: Mutex<Vec<LeanSender>>,
     alive: Arc<Alive>,
@@ -263,6 +266,7 @@ impl Fanout {
             subs,
             latency: SharedHist::default(),
             delivered: AtomicU64::new(0),
+            stalled: AtomicBool::new(false),
             reply_errors: Mutex::default(),
             sub_senders: Mutex::default(),
             alive: Arc::default(),
@@ -351,7 +355,7 @@ impl Fanout {
                 continue;
             };
             let (seq, text) = match (&*view.kind, view.seq, &view.text) {
-                ("message", Some(seq), Some(text)) => (seq, text),
+                ("message", Some(seq), text) => (seq, text),
                 ("shutdown", ..) => {
                     self.closes.shutdown();
                     continue;
@@ -559,13 +563,27 @@ async fn scenario(f: Arc<Fanout>) {
     }
     ctx.progress.spin("draining", "");
     let g = f.clone();
-    net::wait_until(f.p.drain, move || {
+    let complete = net::wait_until(f.p.drain, move || {
         g.oks() + g.rejected() >= g.sent()
             && g.delivered.load(Ordering::Relaxed) >= g.expected_all()
     })
     .await;
+    if !complete {
+        // Late or lost? Watch a little longer: deliveries still trickling
+        // in mean a backlog (the server or the tester behind); none at all,
+        // with every connection open, means they are not coming.
+        ctx.progress.spin("checking for a stall", "");
+        let before = f.delivered.load(Ordering::Relaxed);
+        natter_runtime::sleep(STALL_WINDOW).await;
+        let after = f.delivered.load(Ordering::Relaxed);
+        f.stalled.store(after == before, Ordering::Relaxed);
+    }
     drop(ticker);
 }
+
+/// How long deliveries must stay flat after an incomplete drain to count as
+/// stopped rather than late.
+const STALL_WINDOW: Duration = Duration::from_secs(1);
 
 /// How many connections the closes matching `pick` account for.
 fn count_closes(closes: &[CloseCount], pick: impl Fn(&CloseCount) -> bool) -> u64 {
@@ -833,15 +851,18 @@ impl Fanout {
                 r.lost
             ));
         }
-        if r.undelivered_at_end > 0 && r.missing_replies == 0 && finished {
-            // Every say was answered, so the server was not behind on the
-            // publishers; events it acknowledged that still had not come
-            // after the whole drain were dropped (or held longer than any
-            // chat client would wait).
+        let closed: u64 = r.close_codes_seen.iter().map(|c| c.count).sum();
+        let stalled = self.stalled.load(Ordering::Relaxed);
+        if r.undelivered_at_end > 0 && r.missing_replies == 0 && finished && stalled && closed == 0
+        {
+            // Every say was answered, no connection closed, and deliveries
+            // had stopped: a backlog would still be draining. (Closes are
+            // reported on their own above.)
             findings.problem(format!(
-                "{} acknowledged deliveries never arrived: every say had its reply, and {} s                  later these events had still not reached their subscribers",
+                "{} acknowledged deliveries never arrived: every say was answered, every \
+                 connection stayed open, and no delivery came in the last {} s",
                 r.undelivered_at_end,
-                p.drain.as_secs_f64()
+                STALL_WINDOW.as_secs()
             ));
         } else if r.undelivered_at_end > 0 {
             findings.warn(format!(

@@ -527,9 +527,10 @@ pub struct FrameView<'a> {
     pub kind: Cow<'a, str>,
     /// A `message` event's room sequence number.
     pub seq: Option<u64>,
-    /// A `message` event's text.
-    #[serde(borrow)]
-    pub text: Option<Cow<'a, str>>,
+    /// A `message` event's text (empty in other frames). A bare `Cow`:
+    /// serde borrows only `Cow<str>` itself, not one inside an `Option`.
+    #[serde(borrow, default)]
+    pub text: Cow<'a, str>,
 }
 
 impl<'a> FrameView<'a> {
