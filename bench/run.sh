@@ -2,7 +2,8 @@
 # natter's standard benchmark: builds release binaries, and for each
 # scenario starts a fresh natter-server (rate limiting off, caps raised),
 # runs `natter load` against it REPEATS times, stops only the server it
-# started, and prints a markdown table of medians (for BENCHMARKS.md).
+# started (SIGTERM, then SIGKILL if it is still there 10 s later: twice
+# the default shutdown grace), and prints a markdown table of medians.
 #
 #   bench/run.sh [REPEATS] [SCENARIO...]
 #
@@ -28,7 +29,7 @@ server_pid=
 stop_server() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
     kill -TERM "$server_pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$server_pid" 2>/dev/null || true
   fi
   server_pid=
