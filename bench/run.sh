@@ -2,8 +2,7 @@
 # natter's standard benchmark: builds release binaries, and for each
 # scenario starts a fresh natter-server (rate limiting off, caps raised),
 # runs `natter load` against it REPEATS times, stops only the server it
-# started (SIGTERM, then SIGKILL if it is still there 10 s later: twice
-# the default shutdown grace), and prints a markdown table of medians.
+# started (bench/lib.sh), and prints a markdown table of medians.
 #
 #   bench/run.sh [REPEATS] [SCENARIO...]
 #
@@ -25,31 +24,9 @@ load_bin=target/release/natter
 out_dir=bench/results/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out_dir"
 
-server_pid=
-stop_server() {
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$server_pid" 2>/dev/null || true
-  fi
-  server_pid=
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 trap stop_server EXIT
-
-# Starts a fresh server; sets server_pid and url.
-start_server() {
-  local log="$out_dir/server-$1.log"
-  "$server_bin" --listen 127.0.0.1:0 --rate 0 --max-connections 19500 \
-    --queue 4096 --max-rooms 10000 > "$log.out" 2> "$log" &
-  server_pid=$!
-  for _ in $(seq 100); do
-    url=$(grep -o 'ws://[^ ]*' "$log.out" 2>/dev/null || true)
-    [ -n "$url" ] && return 0
-    sleep 0.05
-  done
-  echo "server did not start; see $log" >&2
-  exit 1
-}
 
 args_for() {
   case "$1" in
@@ -75,7 +52,8 @@ args_for() {
 for scenario in "${scenarios[@]}"; do
   args=$(args_for "$scenario")
   for i in $(seq "$repeats"); do
-    start_server "$scenario-$i"
+    start_server "$out_dir/server-$scenario-$i" "$server_bin" --listen 127.0.0.1:0 --rate 0 \
+      --max-connections 19500 --queue 4096 --max-rooms 10000
     echo "== $scenario run $i: natter load $args" >&2
     # shellcheck disable=SC2086
     timeout 600 "$load_bin" load $args "$url" --server-pid "$server_pid" --json --quiet \

@@ -19,36 +19,16 @@ cargo build --release -q -p natter-server -p natter
 out_dir=bench/results/ramp-node-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out_dir"
 
-server_pid=
-stop_server() {
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$server_pid" 2>/dev/null || true
-  fi
-  server_pid=
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 trap stop_server EXIT
-
-start() { # name, command...
-  local name=$1; shift
-  "$@" > "$out_dir/$name.out" 2> "$out_dir/$name.err" &
-  server_pid=$!
-  for _ in $(seq 100); do
-    url=$(grep -o 'ws://[^ ]*' "$out_dir/$name.out" 2>/dev/null || true)
-    [ -n "$url" ] && return 0
-    sleep 0.05
-  done
-  echo "$name did not start; see $out_dir/$name.err" >&2
-  exit 1
-}
 
 for i in $(seq "$repeats"); do
   for peer in natter node; do
     case $peer in
-      natter) start "natter-$i" target/release/natter-server --listen 127.0.0.1:0 --rate 0 \
-                --max-connections 19500 --queue 4096 ;;
-      node)   start "node-$i" node bench/peers/node-ws/server.js 0 ;;
+      natter) start_server "$out_dir/natter-$i" target/release/natter-server \
+                --listen 127.0.0.1:0 --rate 0 --max-connections 19500 --queue 4096 ;;
+      node)   start_server "$out_dir/node-$i" node bench/peers/node-ws/server.js 0 ;;
     esac
     timeout 1200 target/release/natter load ramp "${ramp_args[@]}" "$url" \
       --server-pid "$server_pid" --json --quiet > "$out_dir/$peer-$i.json" || true

@@ -508,6 +508,21 @@ fn assert_misbehaviour(run: &Run) {
     assert_eq!(run.report["errors"], Value::Array(Vec::new()), "{run}");
 }
 
+/// Runs the fanout against a fake server injecting `fault` once and checks
+/// the tester reported exactly that: exit 1, the `counters` it must move
+/// (all others zero), and `missing` deliveries short of the expected.
+fn assert_fault_reported(fault: Fault, counters: &[(&str, u64)], missing: u64) {
+    let (server, run) = fanout_against(fault);
+    assert_eq!(server.injected(), 1, "the fault was injected; {run}");
+    assert_misbehaviour(&run);
+    run.assert_counters(counters);
+    assert_eq!(
+        run.n("deliveries") + missing,
+        run.n("expected_deliveries"),
+        "{run}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Tests against the fake server
 // ---------------------------------------------------------------------------
@@ -531,15 +546,7 @@ fn fake_server_without_fault_is_clean() {
 /// and one delivery short of the expected.
 #[test]
 fn dropped_message_counts_as_lost() {
-    let (server, run) = fanout_against(Fault::Drop);
-    assert_eq!(server.injected(), 1, "the fault was injected; {run}");
-    assert_misbehaviour(&run);
-    run.assert_counters(&[("lost", 1), ("seq_gaps", 1)]);
-    assert_eq!(
-        run.n("deliveries") + 1,
-        run.n("expected_deliveries"),
-        "{run}"
-    );
+    assert_fault_reported(Fault::Drop, &[("lost", 1), ("seq_gaps", 1)], 1);
 }
 
 /// The room's last message dropped for one subscriber. Nothing after it
@@ -548,15 +555,7 @@ fn dropped_message_counts_as_lost() {
 /// missing delivery is a problem (exit 1), not a late one.
 #[test]
 fn dropped_last_message_is_a_problem() {
-    let (server, run) = fanout_against(Fault::DropLast);
-    assert_eq!(server.injected(), 1, "the fault was injected; {run}");
-    assert_misbehaviour(&run);
-    run.assert_counters(&[("undelivered_at_end", 1)]);
-    assert_eq!(
-        run.n("deliveries") + 1,
-        run.n("expected_deliveries"),
-        "{run}"
-    );
+    assert_fault_reported(Fault::DropLast, &[("undelivered_at_end", 1)], 1);
 }
 
 /// The room's last but one message dropped for one subscriber. When it is
@@ -566,15 +565,7 @@ fn dropped_last_message_is_a_problem() {
 /// Either way it must count as lost, not as late.
 #[test]
 fn dropped_second_last_message_counts_as_lost() {
-    let (server, run) = fanout_against(Fault::DropSecondLast);
-    assert_eq!(server.injected(), 1, "the fault was injected; {run}");
-    assert_misbehaviour(&run);
-    run.assert_counters(&[("lost", 1), ("seq_gaps", 1)]);
-    assert_eq!(
-        run.n("deliveries") + 1,
-        run.n("expected_deliveries"),
-        "{run}"
-    );
+    assert_fault_reported(Fault::DropSecondLast, &[("lost", 1), ("seq_gaps", 1)], 1);
 }
 
 /// One message sent twice to one subscriber: one duplicate by publisher
@@ -582,11 +573,11 @@ fn dropped_second_last_message_counts_as_lost() {
 /// delivery.
 #[test]
 fn repeated_message_counts_as_duplicate() {
-    let (server, run) = fanout_against(Fault::Duplicate);
-    assert_eq!(server.injected(), 1, "the fault was injected; {run}");
-    assert_misbehaviour(&run);
-    run.assert_counters(&[("duplicates", 1), ("seq_duplicates", 1)]);
-    assert_eq!(run.n("deliveries"), run.n("expected_deliveries"), "{run}");
+    assert_fault_reported(
+        Fault::Duplicate,
+        &[("duplicates", 1), ("seq_duplicates", 1)],
+        0,
+    );
 }
 
 /// Two consecutive messages of one publisher swapped for one subscriber:
@@ -600,11 +591,7 @@ fn repeated_message_counts_as_duplicate() {
 /// `seq_reordered` would see it.
 #[test]
 fn swapped_messages_count_as_reordered() {
-    let (server, run) = fanout_against(Fault::Swap);
-    assert_eq!(server.injected(), 1, "the fault was injected; {run}");
-    assert_misbehaviour(&run);
-    run.assert_counters(&[("reordered", 1), ("seq_reordered", 1)]);
-    assert_eq!(run.n("deliveries"), run.n("expected_deliveries"), "{run}");
+    assert_fault_reported(Fault::Swap, &[("reordered", 1), ("seq_reordered", 1)], 0);
 }
 
 // ---------------------------------------------------------------------------
