@@ -31,6 +31,7 @@ pub fn deliver<'a>(
             offer(id, outbox, frame);
         }
         wakes.defer(outbox);
+        outbox.note_depth();
     }
 }
 

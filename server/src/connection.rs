@@ -134,7 +134,7 @@ async fn serve(
     state: &ServerState,
 ) {
     let headroom = state.config.max_rooms_per_connection + 2;
-    let outbox = Outbox::new(state.config.queue, headroom);
+    let outbox = Outbox::new(state.config.queue, headroom, state.backlog.clone());
     let limits = state.limits;
     // The one-off steps at either end of the connection are boxed, here and
     // below: an idle connection's task then holds only the state of the
@@ -168,6 +168,9 @@ async fn serve(
         }
         // Leave the rooms before the close frame goes out: the others hear
         // the `leave` at once, and nothing more is queued for this client.
+        // A `leave` is a broadcast too: when thousands drop at once, let
+        // the woken writers keep up (see `crate::backlog`).
+        state.backlog.wait_clear().await;
         state.registry.disconnect(id).await;
         reason
     };
@@ -277,6 +280,9 @@ async fn read_requests(
                 // tungstenite answers pings itself.
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             };
+            // Writers woken by earlier requests and falling behind go
+            // first (see `crate::backlog`).
+            state.backlog.wait_clear().await;
             let now = Instant::now();
             if !bucket.try_take(now) {
                 outbox.reply(handler::rate_limited(&text, config.rate, config.burst));

@@ -4,11 +4,13 @@
 //! - accept loop, connection cap use, shutdown path: [`server`]
 //! - the connection task (reader half): [`connection`]; writer half: [`writer`]
 //! - the room registry behind an async mutex: [`registry`], one room: [`room`]
-//! - the broadcast path: [`broadcast`], into each connection's [`outbox`]
+//! - the broadcast path: [`broadcast`], into each connection's [`outbox`];
+//!   ingest backpressure when writers fall behind: [`backlog`]
 //! - the connection cap (a semaphore): [`cap`]
 //! - the shutdown signal (an event): [`shutdown`]; waiting for tasks: [`tasks`]
 //! - requests to replies: [`handler`]; HTTP upgrade: [`handshake`]
 
+pub mod backlog;
 pub mod broadcast;
 pub mod cap;
 pub mod closing;

@@ -50,6 +50,8 @@ use futures::task::AtomicWaker;
 use natter_protocol::CloseCode;
 use natter_protocol::close::reason;
 
+use crate::backlog::Backlog;
+
 /// One encoded text frame, shareable between many queues.
 pub type Frame = Utf8Bytes;
 
@@ -155,6 +157,12 @@ pub struct Outbox {
     /// The reader and the writer, each waiting for the queue to be
     /// abandoned (indexed by [`Side`]).
     abort: [AtomicWaker; 2],
+    /// The writer was woken by a broadcast and has not taken its frames
+    /// yet.
+    pending: AtomicBool,
+    /// Counted in `backlog` (see [`crate::backlog`]).
+    deep: AtomicBool,
+    backlog: Arc<Backlog>,
 }
 
 /// Which half of the connection waits in [`Outbox::aborted`].
@@ -167,7 +175,7 @@ pub enum Side {
 impl Outbox {
     /// A queue of `limit` frames for others' events, plus `headroom` for the
     /// frames a single own request can cause.
-    pub fn new(limit: usize, headroom: usize) -> Arc<Outbox> {
+    pub fn new(limit: usize, headroom: usize, backlog: Arc<Backlog>) -> Arc<Outbox> {
         Arc::new(Outbox {
             queue: Mutex::default(),
             writer: AtomicWaker::new(),
@@ -181,6 +189,9 @@ impl Outbox {
             closed: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             abort: [AtomicWaker::new(), AtomicWaker::new()],
+            pending: AtomicBool::new(false),
+            deep: AtomicBool::new(false),
+            backlog,
         })
     }
 
@@ -252,7 +263,31 @@ impl Outbox {
     /// The parked writer's waker, taken so it can be woken later (after
     /// the caller's locks are released); `None` if the writer is running.
     pub fn take_waker(&self) -> Option<Waker> {
-        self.writer.take()
+        let waker = self.writer.take();
+        if waker.is_some() {
+            self.pending.store(true, Ordering::SeqCst);
+        }
+        waker
+    }
+
+    /// After a broadcast queued a frame here: counts this member in the
+    /// backlog if its writer is woken but has not run, and its queue has
+    /// reached a quarter of the limit (see [`crate::backlog`]).
+    pub fn note_depth(&self) {
+        if self.pending.load(Ordering::SeqCst)
+            && self.others.load(Ordering::SeqCst) >= (self.limit / 4).max(1)
+            && !self.deep.swap(true, Ordering::SeqCst)
+        {
+            self.backlog.add();
+        }
+    }
+
+    /// The writer has run: it no longer holds anyone up.
+    fn ran(&self) {
+        self.pending.store(false, Ordering::SeqCst);
+        if self.deep.swap(false, Ordering::SeqCst) {
+            self.backlog.remove();
+        }
     }
 
     /// Whether the reader may go on to its next request: fewer than
@@ -283,6 +318,7 @@ impl Outbox {
     /// empty.
     pub async fn take_all(&self, batch: &mut VecDeque<Outgoing>) -> bool {
         std::future::poll_fn(|cx| {
+            self.ran();
             if let Some(more) = self.try_take_all(batch) {
                 return Poll::Ready(more);
             }
@@ -290,7 +326,13 @@ impl Outbox {
             // Check again: a push between the first look and `register`
             // would otherwise be a lost wake-up.
             match self.try_take_all(batch) {
-                Some(more) => Poll::Ready(more),
+                Some(more) => {
+                    // Not parked after all: a stale registration would let a
+                    // broadcast take it for a writer that is busy elsewhere
+                    // (say, on a full socket) and count it as pending.
+                    self.writer.take();
+                    Poll::Ready(more)
+                }
                 None => Poll::Pending,
             }
         })
@@ -358,6 +400,8 @@ impl Outbox {
         self.space.wake();
         if reason.discards_queue() && !self.aborted.swap(true, Ordering::SeqCst) {
             self.abort.iter().for_each(AtomicWaker::wake);
+            // The writer stops without taking its frames.
+            self.ran();
         }
     }
 
@@ -413,4 +457,11 @@ async fn wait_until(slot: &AtomicWaker, ready: impl Fn() -> bool) {
         }
     })
     .await;
+}
+
+impl Drop for Outbox {
+    /// However the connection ended, it must not stay counted as deep.
+    fn drop(&mut self) {
+        self.ran();
+    }
 }

@@ -25,6 +25,7 @@ use futures::future::{Either, select};
 use natter_protocol::Limits;
 use natter_runtime::{TcpListener, sleep, spawn, timeout};
 
+use crate::backlog::Backlog;
 use crate::cap::ConnectionCap;
 use crate::config::Config;
 use crate::connection;
@@ -60,6 +61,8 @@ pub struct ServerState {
     refusing: ConnectionCap,
     pub tasks: TaskTracker,
     pub ws_config: WebSocketConfig,
+    /// Members whose woken writers are falling behind (see [`crate::backlog`]).
+    pub backlog: Arc<Backlog>,
 }
 
 pub struct Server {
@@ -110,6 +113,7 @@ impl Server {
             refusing: ConnectionCap::new(MAX_REFUSING),
             tasks: TaskTracker::new(),
             ws_config: websocket_config(&config),
+            backlog: Arc::default(),
             config,
         };
         Ok(Server {

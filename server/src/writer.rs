@@ -105,7 +105,8 @@ async fn drain(
 
 /// Returns `Pending` once (after asking to be polled again), then `Ready`:
 /// puts the task at the back of the executor's run queue.
-struct YieldNow(bool);
+#[derive(Default)]
+pub(crate) struct YieldNow(bool);
 
 impl std::future::Future for YieldNow {
     type Output = ();

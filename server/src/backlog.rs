@@ -1,0 +1,51 @@
+//! Ingest backpressure: readers wait while woken writers with deep queues
+//! have not run yet.
+//!
+//! Why: a broadcast only queues frames and wakes writers; the writers run
+//! later, when the executor gets to them. On one executor thread (the
+//! default, for batching) every reader task already queued runs before
+//! any writer woken meanwhile. When a thousand clients join a room at
+//! once, each join's `presence` lands in every member's queue before any
+//! member's writer has run, the queues pass `--queue`, and members that
+//! read perfectly well are closed as slow consumers.
+//!
+//! So a member whose writer has been woken but has not run yet, and whose
+//! queue has reached a quarter of `--queue`, is counted here as *deep*;
+//! while any member is deep, readers yield before carrying out their next
+//! request, which lets the writers (runnable, queued ahead of the yielding
+//! readers) drain first. A writer parked on a full socket is not woken, so
+//! it is never counted: a client that really stopped reading cannot hold
+//! everyone else up, it still reaches the limit and is closed. Batching is
+//! untouched below a quarter of the queue (about 8 frames per write carry
+//! the big rooms).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The number of members that are deep (see the module docs).
+#[derive(Debug, Default)]
+pub struct Backlog {
+    deep: AtomicUsize,
+}
+
+impl Backlog {
+    pub fn is_congested(&self) -> bool {
+        self.deep.load(Ordering::SeqCst) > 0
+    }
+
+    pub(crate) fn add(&self) {
+        self.deep.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn remove(&self) {
+        self.deep.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Yields to the rest of the executor until no member is deep. Every
+    /// deep member's writer is runnable, so this ends as soon as they have
+    /// run.
+    pub async fn wait_clear(&self) {
+        while self.is_congested() {
+            crate::writer::YieldNow::default().await;
+        }
+    }
+}
