@@ -41,7 +41,7 @@
 //! must not poll a reader parked on its socket, for instance.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Poll, Waker};
 
@@ -157,13 +157,18 @@ pub struct Outbox {
     /// The reader and the writer, each waiting for the queue to be
     /// abandoned (indexed by [`Side`]).
     abort: [AtomicWaker; 2],
-    /// The writer was woken by a broadcast and has not taken its frames
-    /// yet.
-    pending: AtomicBool,
-    /// Counted in `backlog` (see [`crate::backlog`]).
-    deep: AtomicBool,
+    /// The writer's standing for [`crate::backlog`]: [`PARKED`] (waiting in
+    /// `take_all`), [`PENDING`] (woken by a broadcast since), [`DEEP`]
+    /// (counted in `backlog`). One atomic, so that a broadcast marking it
+    /// and the writer clearing it as it runs cannot interleave into a mark
+    /// that outlives the wait (which would stall every reader).
+    standing: AtomicU8,
     backlog: Arc<Backlog>,
 }
+
+const PARKED: u8 = 1;
+const PENDING: u8 = 2;
+const DEEP: u8 = 4;
 
 /// Which half of the connection waits in [`Outbox::aborted`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,8 +194,7 @@ impl Outbox {
             closed: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             abort: [AtomicWaker::new(), AtomicWaker::new()],
-            pending: AtomicBool::new(false),
-            deep: AtomicBool::new(false),
+            standing: AtomicU8::new(0),
             backlog,
         })
     }
@@ -265,7 +269,14 @@ impl Outbox {
     pub fn take_waker(&self) -> Option<Waker> {
         let waker = self.writer.take();
         if waker.is_some() {
-            self.pending.store(true, Ordering::SeqCst);
+            // Only a writer still parked is marked: one that has started
+            // running has cleared its standing, and the mark fails.
+            let _ = self.standing.compare_exchange(
+                PARKED,
+                PARKED | PENDING,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
         }
         waker
     }
@@ -274,18 +285,23 @@ impl Outbox {
     /// backlog if its writer is woken but has not run, and its queue has
     /// reached a quarter of the limit (see [`crate::backlog`]).
     pub fn note_depth(&self) {
-        if self.pending.load(Ordering::SeqCst)
+        const WOKEN: u8 = PARKED | PENDING;
+        if self.standing.load(Ordering::SeqCst) == WOKEN
             && self.others.load(Ordering::SeqCst) >= (self.limit / 4).max(1)
-            && !self.deep.swap(true, Ordering::SeqCst)
+            && self
+                .standing
+                .compare_exchange(WOKEN, WOKEN | DEEP, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
         {
             self.backlog.add();
         }
     }
 
-    /// The writer has run: it no longer holds anyone up.
+    /// The writer runs (or is gone): it no longer holds anyone up.
     fn ran(&self) {
-        self.pending.store(false, Ordering::SeqCst);
-        if self.deep.swap(false, Ordering::SeqCst) {
+        if self.standing.load(Ordering::SeqCst) != 0
+            && self.standing.swap(0, Ordering::SeqCst) & DEEP != 0
+        {
             self.backlog.remove();
         }
     }
@@ -317,23 +333,27 @@ impl Outbox {
     /// must be empty). Resolves to `false` once the queue is closed and
     /// empty.
     pub async fn take_all(&self, batch: &mut VecDeque<Outgoing>) -> bool {
-        std::future::poll_fn(|cx| {
+        // Not parked when it returns: the slot is emptied (a broadcast must
+        // not take a waker for a writer busy elsewhere, say on a full
+        // socket) and the standing cleared.
+        let running = |more| {
+            self.writer.take();
             self.ran();
+            Poll::Ready(more)
+        };
+        std::future::poll_fn(|cx| {
             if let Some(more) = self.try_take_all(batch) {
-                return Poll::Ready(more);
+                return running(more);
             }
             self.writer.register(cx.waker());
             // Check again: a push between the first look and `register`
             // would otherwise be a lost wake-up.
             match self.try_take_all(batch) {
-                Some(more) => {
-                    // Not parked after all: a stale registration would let a
-                    // broadcast take it for a writer that is busy elsewhere
-                    // (say, on a full socket) and count it as pending.
-                    self.writer.take();
-                    Poll::Ready(more)
+                Some(more) => running(more),
+                None => {
+                    self.standing.fetch_or(PARKED, Ordering::SeqCst);
+                    Poll::Pending
                 }
-                None => Poll::Pending,
             }
         })
         .await
