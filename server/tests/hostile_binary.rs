@@ -836,7 +836,7 @@ fn out_of_file_descriptors_accept_fails_the_open_connections_go_on_and_it_recove
 #[test]
 fn a_burst_of_joins_closes_no_member_as_a_slow_consumer() {
     const CLIENTS: usize = 200;
-    const QUEUE: &str = "16";
+    const QUEUE: &str = "64";
     let server = ServerProcess::spawn({
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_natter-server"));
         cmd.args(["--listen", "127.0.0.1:0", "--queue", QUEUE]);
@@ -851,19 +851,22 @@ fn a_burst_of_joins_closes_no_member_as_a_slow_consumer() {
                 .unwrap();
             clients.push(c);
         }
-        // All joins go out before any reply is read.
-        for c in clients.iter_mut() {
-            c.send(&json!({"type": "join", "room": "burst", "id": 1}))
-                .await;
-        }
-        // Each member reads until it has its reply and the `presence` of
-        // every member who joined after it (the room's order: the joins
+        // Every client sends its join the moment all are ready, then reads
+        // at once, as real clients do: a client that waited before reading
+        // would be a slow consumer by the server's rules, not a victim of
+        // the burst. Each reads until it has its reply and the `presence`
+        // of every member who joined after it (the room's order: the joins
         // before its own are in its reply's member list instead).
+        let start = Arc::new(async_lock::Barrier::new(CLIENTS));
         let readers: Vec<JoinHandle<(Ws, usize)>> = clients
             .into_iter()
             .enumerate()
             .map(|(i, mut c)| {
+                let start = start.clone();
                 spawn(async move {
+                    start.wait().await;
+                    c.send(&json!({"type": "join", "room": "burst", "id": 1}))
+                        .await;
                     let mut members = None;
                     let mut joins_after = 0;
                     for _ in 0..MAX_FRAMES {
