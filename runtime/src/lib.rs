@@ -59,6 +59,12 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     async_std::task::block_on(future)
 }
 
+/// Lets every other runnable task go first, then resumes (asyncio's
+/// `await asyncio.sleep(0)`): puts the task at the back of the run queue.
+pub async fn yield_now() {
+    async_std::task::yield_now().await
+}
+
 /// Waits for a duration without blocking the executor (asyncio's `sleep`).
 pub async fn sleep(duration: Duration) {
     async_std::task::sleep(duration).await
