@@ -12,19 +12,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_lock::{Semaphore, SemaphoreGuardArc};
 
 #[derive(Clone)]
-pub struct ConnectionCap {
+pub(crate) struct ConnectionCap {
     permits: Arc<Semaphore>,
     in_use: Arc<AtomicUsize>,
 }
 
 /// One connection slot; dropping it frees the slot.
-pub struct Slot {
+pub(crate) struct Slot {
     _permit: SemaphoreGuardArc,
     in_use: Arc<AtomicUsize>,
 }
 
 impl ConnectionCap {
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         ConnectionCap {
             permits: Arc::new(Semaphore::new(max)),
             in_use: Arc::default(),
@@ -32,7 +32,7 @@ impl ConnectionCap {
     }
 
     /// A free slot, or `None` when the server is full.
-    pub fn try_acquire(&self) -> Option<Slot> {
+    pub(crate) fn try_acquire(&self) -> Option<Slot> {
         let permit = self.permits.try_acquire_arc()?;
         self.in_use.fetch_add(1, Ordering::SeqCst);
         Some(Slot {
@@ -42,7 +42,7 @@ impl ConnectionCap {
     }
 
     /// Slots held right now.
-    pub fn in_use(&self) -> usize {
+    pub(crate) fn in_use(&self) -> usize {
         self.in_use.load(Ordering::SeqCst)
     }
 }

@@ -19,7 +19,7 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
 
 /// Shuts down the sending side, then drains the socket briefly.
-pub async fn linger(mut stream: TcpStream) {
+pub(crate) async fn linger(mut stream: TcpStream) {
     if stream.shutdown(Shutdown::Write).is_err() {
         return;
     }

@@ -31,13 +31,16 @@ use futures::{FutureExt, StreamExt};
 use natter_protocol::{PROTOCOL_VERSION, ServerMessage, Welcome};
 use natter_runtime::{TcpStream, timeout};
 
+use crate::broadcast;
+use crate::close_reason::CloseReason;
 use crate::closing::linger;
+use crate::conn_id::ConnId;
+use crate::frame::encode;
 use crate::handler::{self, Handler};
 use crate::handshake::{self, HttpRefusal};
-use crate::outbox::{CloseReason, Outbox, Side};
+use crate::outbox::{Outbox, Side};
 use crate::rate::{FloodMeter, TokenBucket};
-use crate::registry::{ConnId, encode};
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 /// How long the writer may take to deliver what is left and close, once
 /// the reader has stopped (shutdown has its own, server-wide grace period).
@@ -49,7 +52,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// part (`serve`) is held inline; the one-off steps at either end — the
 /// HTTP handshake, refusals, the linger — are boxed and live only while
 /// they run.
-pub async fn run(stream: TcpStream, peer: SocketAddr, id: ConnId, state: Arc<ServerState>) {
+pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, id: ConnId, state: Arc<ServerState>) {
     let raw = stream.clone();
     let Some((ws, nick)) = Box::pin(open(stream, peer, id, &state)).await else {
         return;
@@ -112,7 +115,12 @@ async fn open(
 }
 
 /// Answers a handshake with an HTTP error and lets the socket go.
-pub async fn refuse(mut stream: TcpStream, id: ConnId, peer: SocketAddr, refusal: &HttpRefusal) {
+pub(crate) async fn refuse(
+    mut stream: TcpStream,
+    id: ConnId,
+    peer: SocketAddr,
+    refusal: &HttpRefusal,
+) {
     log::debug!(
         "connection {id} from {peer}: HTTP {} {}",
         refusal.status,
@@ -162,7 +170,7 @@ async fn serve(
             let notice = encode(&ServerMessage::Shutdown {
                 reason: "server shutting down".into(),
             });
-            outbox.close_with(notice, reason);
+            broadcast::last_word(&outbox, notice, reason);
         } else {
             outbox.close(reason);
         }
@@ -211,7 +219,9 @@ async fn serve(
 
 /// Which half of a connection finished.
 enum Half {
+    /// The reader stopped, and why.
     Reader(CloseReason),
+    /// The writer drained the queue (or gave up on it) and sent the close.
     Writer,
 }
 
@@ -265,7 +275,7 @@ async fn read_requests(
                         log::info!("connection {id}: idle for {idle_timeout:?}, closing");
                         return CloseReason::Idle;
                     }
-                    outbox.ping();
+                    broadcast::ping(outbox);
                     continue;
                 }
                 Some(None) => return CloseReason::Gone,
@@ -285,7 +295,8 @@ async fn read_requests(
             state.backlog.wait_clear().await;
             let now = Instant::now();
             if !bucket.try_take(now) {
-                outbox.reply(handler::rate_limited(&text, config.rate, config.burst));
+                let refusal = handler::rate_limited(&text, config.rate, config.burst);
+                broadcast::reply(id, outbox, refusal);
                 if flood.record(now) {
                     log::warn!("connection {id}: flooding, disconnecting");
                     return CloseReason::Flooding;
@@ -298,10 +309,10 @@ async fn read_requests(
             // to every idle connection's task.
             let handled = Box::pin(handler.handle(&text));
             match AssertUnwindSafe(handled).catch_unwind().await {
-                Ok(reply) => outbox.reply(reply),
+                Ok(reply) => broadcast::reply(id, outbox, reply),
                 Err(_) => {
                     log::error!("connection {id}: request handler panicked; closing with 1011");
-                    outbox.reply(handler::internal_error(&text));
+                    broadcast::reply(id, outbox, handler::internal_error(&text));
                     return CloseReason::Internal;
                 }
             }

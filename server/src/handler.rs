@@ -8,8 +8,9 @@ use natter_protocol::names::{validate_nick, validate_room, validate_text};
 use natter_protocol::{ErrorCode, Id, Request, decode_request, encode_error, encode_ok};
 use serde_json::value::RawValue;
 
-use crate::outbox::Frame;
-use crate::registry::{ConnId, Registry};
+use crate::conn_id::ConnId;
+use crate::frame::Frame;
+use crate::registry::Registry;
 
 /// An error reply's code and human-readable message.
 struct Refusal {
@@ -37,17 +38,21 @@ impl From<ErrorCode> for Refusal {
 }
 
 /// What a connection needs to handle its requests.
-pub struct Handler<'a> {
-    pub registry: &'a Registry,
-    pub id: ConnId,
-    pub max_text_bytes: usize,
+pub(crate) struct Handler<'a> {
+    /// Where requests are carried out.
+    pub(crate) registry: &'a Registry,
+    /// The connection whose requests these are.
+    pub(crate) id: ConnId,
+    /// `--max-text-bytes`.
+    pub(crate) max_text_bytes: usize,
+    /// Test hook: a `say` with this text panics (see `fault-injection`).
     #[cfg(feature = "fault-injection")]
-    pub panic_on_text: Option<&'a str>,
+    pub(crate) panic_on_text: Option<&'a str>,
 }
 
 impl Handler<'_> {
     /// Handles one text message and returns the encoded reply.
-    pub async fn handle(&self, text: &str) -> Frame {
+    pub(crate) async fn handle(&self, text: &str) -> Frame {
         let envelope = match decode_request(text) {
             Ok(envelope) => envelope,
             Err(e) => return Frame::from(encode_error(e.id.as_ref(), e.code, &e.message)),
@@ -172,7 +177,7 @@ fn reply_id(text: &str) -> Option<Id> {
 
 /// The reply to a message refused by the rate limiter. The request is not
 /// carried out, but its id is echoed when it can be read.
-pub fn rate_limited(text: &str, rate: u32, burst: u32) -> Frame {
+pub(crate) fn rate_limited(text: &str, rate: u32, burst: u32) -> Frame {
     Frame::from(encode_error(
         reply_id(text).as_ref(),
         ErrorCode::RateLimited,
@@ -181,7 +186,7 @@ pub fn rate_limited(text: &str, rate: u32, burst: u32) -> Frame {
 }
 
 /// The reply to a request whose handling failed inside the server.
-pub fn internal_error(text: &str) -> Frame {
+pub(crate) fn internal_error(text: &str) -> Frame {
     Frame::from(encode_error(
         reply_id(text).as_ref(),
         ErrorCode::Internal,

@@ -16,26 +16,26 @@ use natter_protocol::CHAT_PATH;
 use natter_runtime::TcpStream;
 
 /// Largest request head accepted (request line plus headers).
-pub const MAX_HEAD_BYTES: usize = 8192;
+pub(crate) const MAX_HEAD_BYTES: usize = 8192;
 const MAX_HEADERS: usize = 64;
 
 /// A valid WebSocket upgrade on the chat path.
 #[derive(Debug)]
-pub struct Upgrade {
-    pub key: String,
+pub(crate) struct Upgrade {
+    pub(crate) key: String,
     /// The `nick` query parameter, percent-decoded, if given.
-    pub nick: Option<String>,
+    pub(crate) nick: Option<String>,
     /// Bytes that arrived after the request head (early WebSocket frames).
-    pub leftover: Vec<u8>,
+    pub(crate) leftover: Vec<u8>,
 }
 
 /// An HTTP error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpRefusal {
-    pub status: u16,
-    pub reason: &'static str,
-    pub headers: Vec<(&'static str, &'static str)>,
-    pub body: &'static str,
+pub(crate) struct HttpRefusal {
+    pub(crate) status: u16,
+    pub(crate) reason: &'static str,
+    pub(crate) headers: Vec<(&'static str, &'static str)>,
+    pub(crate) body: &'static str,
 }
 
 impl HttpRefusal {
@@ -54,7 +54,7 @@ impl HttpRefusal {
     }
 
     /// The answer when every connection slot is taken.
-    pub fn server_full() -> Self {
+    pub(crate) fn server_full() -> Self {
         HttpRefusal::new(
             503,
             "Service Unavailable",
@@ -64,7 +64,7 @@ impl HttpRefusal {
     }
 
     /// The answer to a request head that did not arrive in time.
-    pub fn timed_out() -> Self {
+    pub(crate) fn timed_out() -> Self {
         HttpRefusal::new(
             408,
             "Request Timeout",
@@ -73,7 +73,7 @@ impl HttpRefusal {
     }
 
     /// The answer to a handshake caught by shutdown.
-    pub fn shutting_down() -> Self {
+    pub(crate) fn shutting_down() -> Self {
         HttpRefusal::new(503, "Service Unavailable", "server is shutting down\n")
             .with("Retry-After", "5")
     }
@@ -81,7 +81,9 @@ impl HttpRefusal {
 
 /// Reads the request head and judges it. `Err` is an I/O failure or EOF
 /// before a full head arrived; the caller just drops the socket then.
-pub async fn read_request(stream: &mut TcpStream) -> io::Result<Result<Upgrade, HttpRefusal>> {
+pub(crate) async fn read_request(
+    stream: &mut TcpStream,
+) -> io::Result<Result<Upgrade, HttpRefusal>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -212,7 +214,7 @@ fn is_valid_key(key: &str) -> bool {
 }
 
 /// Writes the 101 that completes the upgrade.
-pub async fn accept(stream: &mut TcpStream, key: &str) -> io::Result<()> {
+pub(crate) async fn accept(stream: &mut TcpStream, key: &str) -> io::Result<()> {
     let accept = async_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
@@ -222,7 +224,7 @@ pub async fn accept(stream: &mut TcpStream, key: &str) -> io::Result<()> {
 }
 
 /// Writes an HTTP error answer; the caller then closes with a linger.
-pub async fn refuse(stream: &mut TcpStream, refusal: &HttpRefusal) -> io::Result<()> {
+pub(crate) async fn refuse(stream: &mut TcpStream, refusal: &HttpRefusal) -> io::Result<()> {
     let mut response = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
         refusal.status,

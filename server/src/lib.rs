@@ -1,34 +1,49 @@
 //! natter-server: a WebSocket chat server, and a tour of async concurrency.
 //!
-//! Where to find each part of the design:
-//! - accept loop, connection cap use, shutdown path: [`server`]
-//! - the connection task (reader half): [`connection`]; writer half: [`writer`]
-//! - the room registry behind an async mutex: [`registry`], one room: [`room`]
-//! - the broadcast path: [`broadcast`], into each connection's [`outbox`];
-//!   ingest backpressure when writers fall behind: [`backlog`]
-//! - the connection cap (a semaphore): [`cap`]
-//! - the shutdown signal (an event): [`shutdown`]; waiting for tasks: [`tasks`]
-//! - requests to replies: [`handler`]; HTTP upgrade: [`handshake`]
+//! Outside code uses four things: [`Config`] (the options), [`Server`]
+//! (bind, then run until shut down), [`ServerHandle`] (shut it down, read
+//! its [`Stats`]). Everything else is private; where to find each part of
+//! the design:
+//! - accept loop, connection cap use, shutdown path: `server`; what the
+//!   connection tasks share: `state`
+//! - the connection task (reader half): `connection`; writer half: `writer`
+//! - the room registry behind an async mutex: `registry`; one room: `room`
+//! - the broadcast path, the one enqueue step every frame takes:
+//!   `broadcast`, into each connection's queue, `outbox` (its state
+//!   machine); ingest backpressure when writers fall behind: `backlog`
+//! - the connection cap (a semaphore): `cap`
+//! - the shutdown signal (an event): `shutdown`; waiting for tasks: `tasks`
+//! - requests to replies: `handler`; HTTP upgrade: `handshake`; why a
+//!   connection closes: `close_reason`; letting go of a socket: `closing`
+//!
+//! The modules form no import circle: `server` → `connection` → `handler`
+//! → `registry` → `broadcast` → `outbox` → `backlog`, each only looking
+//! down (`state`, `frame`, `conn_id` and `close_reason` are leaves).
 
-pub mod backlog;
-pub mod broadcast;
-pub mod cap;
-pub mod closing;
-pub mod config;
-pub mod connection;
-pub mod handler;
-pub mod handshake;
-pub mod outbox;
-pub mod rate;
-pub mod registry;
-pub mod room;
-pub mod server;
-pub mod shutdown;
-pub mod tasks;
-pub mod writer;
+mod backlog;
+mod broadcast;
+mod cap;
+mod close_reason;
+mod closing;
+mod config;
+mod conn_id;
+mod connection;
+mod frame;
+mod handler;
+mod handshake;
+mod outbox;
+mod rate;
+mod registry;
+mod room;
+mod server;
+mod shutdown;
+mod state;
+mod tasks;
+mod writer;
 
 pub use config::Config;
+pub use registry::RegistryCounts;
 pub use server::{Server, ServerError, ServerHandle, Stats};
 
 /// The `server` field of `welcome`.
-pub const SERVER_NAME: &str = concat!("natter ", env!("CARGO_PKG_VERSION"));
+pub(crate) const SERVER_NAME: &str = concat!("natter ", env!("CARGO_PKG_VERSION"));

@@ -1,487 +1,597 @@
 //! Each connection's bounded outbound queue (asyncio's `Queue(maxsize=N)`),
-//! and the rule that decides who waits and who gets dropped when it fills.
+//! as one small state machine: who may add a frame, who waits, who is
+//! woken, and when the connection counts as falling behind.
 //!
-//! Frames are `Utf8Bytes`: a room message is encoded once and every member's
-//! queue holds a reference-counted handle to the same bytes.
+//! Producers never touch this type directly: they go through the enqueue
+//! step in [`crate::broadcast`]. The connection's writer takes frames
+//! through a [`WriterSide`], and its reader waits here for space.
 //!
-//! Two kinds of producer share one queue, with different rights, and the
-//! queue counts their frames apart:
-//! - **Events caused by someone else** ([`Outbox::offer`]) never wait: if
-//!   `limit` of them are already queued, the reader is too slow for the
-//!   room, and it is disconnected. Waiting would let one stalled socket
-//!   stall the sender (and the registry lock the sender holds).
-//! - **Frames caused by the connection's own requests** ([`Outbox::push_own`]:
-//!   replies, the echo of its own messages, its own presence) are always
-//!   accepted. Before reading its next request, the connection waits in
-//!   [`Outbox::wait_for_space`] until fewer than `limit` own frames are
-//!   queued, so a client that pipelines faster than it reads is slowed down
-//!   (TCP backpressure reaches it), never dropped: its own frames do not
-//!   count towards the slow-consumer limit.
+//! # Two kinds of frames
+//! The queue counts frames by who caused them ([`Cause`]):
+//! - **Others' events** never wait: if `limit` of them are queued, the
+//!   reader is too slow for the room and the push is refused
+//!   ([`Refused::Full`]; the caller closes it as a slow consumer). Waiting
+//!   would let one stalled socket stall the sender, and the registry lock
+//!   the sender holds.
+//! - **Own frames** (replies, the echo of its own messages, its presence)
+//!   are always accepted. Before reading its next request the reader waits
+//!   in [`Outbox::wait_for_space`] until fewer than `limit` are queued, so a
+//!   client that pipelines faster than it reads is slowed down (TCP
+//!   backpressure reaches it), never dropped.
 //!
 //! One request causes at most `headroom` own frames, so the queue never
 //! holds more than `2 * limit + headroom + 2` items (the 2: the final
-//! `shutdown` event and one keepalive ping): that is the memory bound of one
-//! connection's queue, in frames whose bytes are mostly shared.
+//! `shutdown` event and one keepalive ping): one connection's memory bound,
+//! in frames whose bytes are mostly shared.
 //!
-//! Why not an `async_channel`: the queue is a `VecDeque` behind a std mutex
-//! (held for a push or a swap, never across an await) plus an `AtomicWaker`
-//! for the one consumer, the writer. That lets a broadcast *queue* a frame
-//! for a thousand members while holding the registry lock and *wake* their
-//! writers only after releasing it ([`crate::broadcast::Wakeups`]); waking a
-//! parked task can cost a syscall, and a thousand of them under the lock
-//! serialized every sender behind it. It also lets the writer take the whole
-//! queue in one swap, and an idle connection's queue costs no allocation.
+//! # The writer's states (all under one lock, [`Inner::writer`])
+//! ```text
+//!            park (queue empty, open)
+//!  Running ───────────────────────────▶ Parked(waker)
+//!     ▲                                    │ push: the waker goes to the
+//!     │ takes its batch, or stops          │ producer's Wakeups
+//!     │ (uncounted if deep)                ▼
+//!     └──────────────────────────── Woken { deep }
+//!                                     deep: others ≥ limit/4 → counted
+//!                                     in the Backlog until it takes
+//! ```
+//! "Takes" is after the writer's yield (see [`WriterSide::next_batch`]): a
+//! writer that found frames and let others run first is still `Woken`
+//! until it swaps the queue out, so pushes meanwhile can mark it deep. A
+//! writer busy on a full socket is `Running`: nobody wakes it and it is
+//! never counted, so a client that stopped reading cannot hold up others.
 //!
-//! Every wait on the queue has exactly one waiter (one half of one
-//! connection), so each is an `AtomicWaker` inside the outbox rather than
-//! an `event_listener::Event`: no allocation per connection for the event
-//! or its listeners (about 250 bytes per idle connection), and a wake-up
-//! nobody waits for is one atomic swap. Each wait has its own slot so that
-//! one kind of wake-up never polls a half waiting for another: a reply
-//! must not poll a reader parked on its socket, for instance.
+//! # Closing
+//! Closed is stored once, in [`Outbox::closed`]: 0 while open, else the
+//! [`CloseReason`]'s code, written only under the lock so no push can slip
+//! in after it, and readable without the lock so a broadcast skips a
+//! closing member with one load (when thousands drop at once, each one's
+//! `leave` goes past all the others, which are closing too).
+//!
+//! # Why not a channel
+//! A `VecDeque` behind a std mutex (held for a push or a swap, never across
+//! an await) lets a broadcast *queue* a frame for a thousand members while
+//! holding the registry lock and *wake* their writers after releasing it
+//! (waking a parked task can cost a syscall; a thousand of them under the
+//! lock serialized every sender). It lets the writer take the whole queue
+//! in one swap, and an idle connection's queue costs no allocation. Each
+//! wait has exactly one waiter (one half of one connection), so a waker
+//! slot per wait replaces an `Event` and its listeners.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
-use async_tungstenite::tungstenite::Utf8Bytes;
-use futures::task::AtomicWaker;
-use natter_protocol::CloseCode;
-use natter_protocol::close::reason;
-
 use crate::backlog::Backlog;
+use crate::close_reason::CloseReason;
+use crate::frame::Frame;
 
-/// One encoded text frame, shareable between many queues.
-pub type Frame = Utf8Bytes;
-
-/// Why a connection is being closed; the first reason recorded wins.
+/// Who caused a frame; decides which count it belongs to and whether a
+/// full queue refuses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The client sent a close frame; tungstenite answers it.
-    PeerClosed,
-    /// The socket failed or hit EOF; there is nobody to tell.
-    Gone,
-    SlowConsumer,
-    Flooding,
-    Binary,
-    TooBig,
-    BadUtf8,
-    ProtocolViolation,
-    Internal,
-    Shutdown,
-    /// Nothing heard from the peer within the idle timeout.
-    Idle,
-}
-
-impl CloseReason {
-    /// The close frame to send, if any.
-    pub fn close_frame(self) -> Option<(CloseCode, &'static str)> {
-        Some(match self {
-            CloseReason::PeerClosed | CloseReason::Gone => return None,
-            CloseReason::SlowConsumer => (CloseCode::POLICY, reason::SLOW_CONSUMER),
-            CloseReason::Flooding => (CloseCode::POLICY, reason::FLOODING),
-            CloseReason::Binary => (
-                CloseCode::UNSUPPORTED_DATA,
-                "binary messages are not supported",
-            ),
-            CloseReason::TooBig => (CloseCode::TOO_BIG, "message too big"),
-            CloseReason::BadUtf8 => (CloseCode::INVALID_PAYLOAD, "invalid UTF-8"),
-            CloseReason::ProtocolViolation => (CloseCode::PROTOCOL_ERROR, "protocol error"),
-            CloseReason::Internal => (CloseCode::INTERNAL, "internal error"),
-            CloseReason::Shutdown => (CloseCode::GOING_AWAY, reason::SHUTDOWN),
-            CloseReason::Idle => (CloseCode::NORMAL, "idle timeout"),
-        })
-    }
-
-    /// Whether frames still queued are thrown away rather than delivered:
-    /// a slow consumer would not read them, and a closed or dead socket
-    /// cannot take them.
-    pub fn discards_queue(self) -> bool {
-        matches!(
-            self,
-            CloseReason::PeerClosed | CloseReason::Gone | CloseReason::SlowConsumer
-        )
-    }
-}
-
-/// What happened to an event offered to someone else's queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Offer {
-    Queued,
-    /// The queue is at its limit: the reader is a slow consumer.
-    Full,
-    /// The connection is closing; the event is not for it any more.
-    Closed,
-}
-
-/// Who caused a queued frame; decides which count it belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Cause {
+    /// The connection's own request: always accepted, slows its reader.
     Own,
+    /// Someone else's action: refused when `limit` are queued.
     Other,
 }
 
-/// One item for the writer: a text frame, or a keepalive ping.
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// `limit` events of others are queued: the reader is a slow consumer.
+    Full,
+    /// The connection is closing; the frame is not for it any more.
+    Closed,
+}
+
+/// One item for the writer.
 #[derive(Debug, Clone)]
-pub enum Outgoing {
-    Text(Frame, Origin),
+pub(crate) enum Outgoing {
+    /// A text frame, with who caused it (for the counts).
+    Text(Frame, Cause),
+    /// A keepalive ping.
     Ping,
 }
 
-#[derive(Default)]
-struct Queue {
-    items: VecDeque<Outgoing>,
-    closed: bool,
+/// Which half of the connection waits in [`Outbox::aborted`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Reader = 0,
+    Writer = 1,
 }
 
-pub struct Outbox {
-    queue: Mutex<Queue>,
-    /// The writer, when it is parked waiting for frames.
-    writer: AtomicWaker,
-    limit: usize,
-    headroom: usize,
+pub(crate) struct Outbox {
+    /// The queue and everything that changes with it (see [`Inner`]).
+    inner: Mutex<Inner>,
+    /// Own frames queued or in the writer's batch, not yet handed to the
+    /// socket: the reader's brake. An atomic so the writer can count each
+    /// frame off as it goes without taking the lock per frame.
     own: AtomicUsize,
+    /// Others' events queued or in the writer's batch: the slow-consumer
+    /// measure.
     others: AtomicUsize,
-    ping_queued: AtomicBool,
-    /// The reader, when it waits for the writer to make space.
-    space: AtomicWaker,
-    reason: OnceLock<CloseReason>,
-    /// `queue.closed`, readable without the lock: a broadcast skips a
-    /// closing member with one load. When thousands of clients drop at
-    /// once, each one's `leave` goes past all the others, which are closing
-    /// too; a push attempt each (counters, lock, waker) made that storm
-    /// take seconds of the executor.
-    closed: AtomicBool,
-    aborted: AtomicBool,
-    /// The reader and the writer, each waiting for the queue to be
-    /// abandoned (indexed by [`Side`]).
-    abort: [AtomicWaker; 2],
-    /// The writer's standing for [`crate::backlog`]: [`PARKED`] (waiting in
-    /// `take_all`), [`PENDING`] (woken by a broadcast since), [`DEEP`]
-    /// (counted in `backlog`). One atomic, so that a broadcast marking it
-    /// and the writer clearing it as it runs cannot interleave into a mark
-    /// that outlives the wait (which would stall every reader).
-    standing: AtomicU8,
+    /// 0 while open, else the [`CloseReason`] code (see the module docs).
+    closed: AtomicU8,
+    /// Others' events a reader may fall behind by before it is dropped,
+    /// and own frames it may have queued before its next request waits.
+    limit: usize,
+    /// Own frames one request may cause on top of `limit`.
+    headroom: usize,
+    /// Where a woken writer with a deep queue is counted (server-wide).
     backlog: Arc<Backlog>,
 }
 
-const PARKED: u8 = 1;
-const PENDING: u8 = 2;
-const DEEP: u8 = 4;
+/// What the lock protects.
+#[derive(Default)]
+struct Inner {
+    /// Frames waiting for the writer, oldest first.
+    items: VecDeque<Outgoing>,
+    /// Whether a keepalive ping is queued: never more than one.
+    ping_queued: bool,
+    /// Where the writer is (see the module docs).
+    writer: Writer,
+    /// The reader, waiting in [`Outbox::wait_for_space`].
+    space: Option<Waker>,
+    /// Each half, waiting in [`Outbox::aborted`] (indexed by [`Side`]).
+    abort: [Option<Waker>; 2],
+}
 
-/// Which half of the connection waits in [`Outbox::aborted`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Reader = 0,
-    Writer = 1,
+/// The writer as producers see it.
+#[derive(Default)]
+enum Writer {
+    /// Taking or sending frames, or gone: nothing to wake.
+    #[default]
+    Running,
+    /// Waiting for frames; the first producer takes this waker.
+    Parked(Waker),
+    /// Woken by a producer and not run yet; `deep` when its queue reached a
+    /// quarter of the limit meanwhile, and so counted in the [`Backlog`].
+    Woken { deep: bool },
+}
+
+impl Inner {
+    /// A parked writer's waker, taken to be woken; the writer is then
+    /// `next` (Woken by a push, Running for a close).
+    fn take_parked(&mut self, next: Writer) -> Option<Waker> {
+        if !matches!(self.writer, Writer::Parked(_)) {
+            return None;
+        }
+        match std::mem::replace(&mut self.writer, next) {
+            Writer::Parked(waker) => Some(waker),
+            _ => None,
+        }
+    }
+
+    /// The writer runs (or stops for good): it holds nobody up any more.
+    fn writer_runs(&mut self, backlog: &Backlog) {
+        if let Writer::Woken { deep: true } = std::mem::take(&mut self.writer) {
+            backlog.remove();
+        }
+    }
+}
+
+/// Writers to wake once the caller's locks are released.
+///
+/// Waking a parked task can cost a syscall; doing it for every member of a
+/// big room under the registry lock made every other sender wait for all
+/// of those wakes. So a push only hands the writer's waker over, and
+/// dropping `Wakeups` wakes them. [`crate::broadcast::Locked`] owns one
+/// next to the registry guard and releases the guard first.
+#[derive(Default)]
+pub(crate) struct Wakeups(Vec<Waker>);
+
+impl Drop for Wakeups {
+    fn drop(&mut self) {
+        self.0.drain(..).for_each(Waker::wake);
+    }
 }
 
 impl Outbox {
     /// A queue of `limit` frames for others' events, plus `headroom` for the
     /// frames a single own request can cause.
-    pub fn new(limit: usize, headroom: usize, backlog: Arc<Backlog>) -> Arc<Outbox> {
+    pub(crate) fn new(limit: usize, headroom: usize, backlog: Arc<Backlog>) -> Arc<Outbox> {
         Arc::new(Outbox {
-            queue: Mutex::default(),
-            writer: AtomicWaker::new(),
-            limit,
-            headroom,
+            inner: Mutex::default(),
             own: AtomicUsize::new(0),
             others: AtomicUsize::new(0),
-            ping_queued: AtomicBool::new(false),
-            space: AtomicWaker::new(),
-            reason: OnceLock::new(),
-            closed: AtomicBool::new(false),
-            aborted: AtomicBool::new(false),
-            abort: [AtomicWaker::new(), AtomicWaker::new()],
-            standing: AtomicU8::new(0),
+            closed: AtomicU8::new(0),
+            limit,
+            headroom,
             backlog,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        // Only pushes and swaps happen under this lock; a panic cannot leave
-        // the deque half-modified, so a poisoned lock is still usable.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Nothing under this lock can panic half-way through a change, so a
+        // poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends unless closed; does not wake the writer (see [`Outbox::wake`]).
-    fn push(&self, item: Outgoing) -> bool {
-        let mut q = self.lock();
-        if q.closed {
-            return false;
+    /// Queues `frame`; the writer's waker, if it was parked, goes to
+    /// `wakes`. The producers' one door in: [`crate::broadcast`] calls it.
+    pub(crate) fn push(
+        &self,
+        frame: Frame,
+        cause: Cause,
+        wakes: &mut Wakeups,
+    ) -> Result<(), Refused> {
+        let mut inner = self.lock();
+        if self.is_closed() {
+            return Err(Refused::Closed);
         }
-        q.items.push_back(item);
-        true
-    }
-
-    /// Queues an event caused by another connection, without waiting and
-    /// without waking the writer: the caller wakes it once it has released
-    /// its own locks.
-    pub fn offer(&self, frame: Frame) -> Offer {
-        if self.others.fetch_add(1, Ordering::SeqCst) >= self.limit {
-            self.others.fetch_sub(1, Ordering::SeqCst);
-            return if self.is_closed() {
-                Offer::Closed
-            } else {
-                Offer::Full
-            };
-        }
-        if self.push(Outgoing::Text(frame, Origin::Other)) {
-            Offer::Queued
-        } else {
-            self.others.fetch_sub(1, Ordering::SeqCst);
-            Offer::Closed
-        }
-    }
-
-    /// Queues a frame caused by this connection's own request, without
-    /// waking the writer.
-    pub fn push_own(&self, frame: Frame) {
-        // The final `shutdown` event may come on top of a full allowance.
-        if self.own.fetch_add(1, Ordering::SeqCst) > self.limit + self.headroom {
-            self.own.fetch_sub(1, Ordering::SeqCst);
-            // Unreachable by the argument in the module docs; if it ever
-            // happens, closing beats silently losing a reply.
-            log::error!("own frames exceeded their bound; closing connection");
-            self.close(CloseReason::Internal);
-            return;
-        }
-        if !self.push(Outgoing::Text(frame, Origin::Own)) {
-            // Closed: the connection is going away and the frame with it.
-            self.own.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    /// Queues a reply and wakes the writer: for callers holding no lock.
-    pub fn reply(&self, frame: Frame) {
-        self.push_own(frame);
-        self.wake();
-    }
-
-    /// Wakes the writer if it is parked.
-    pub fn wake(&self) {
-        self.writer.wake();
-    }
-
-    /// The parked writer's waker, taken so it can be woken later (after
-    /// the caller's locks are released); `None` if the writer is running.
-    pub fn take_waker(&self) -> Option<Waker> {
-        let waker = self.writer.take();
-        if waker.is_some() {
-            // Only a writer still parked is marked: one that has started
-            // running has cleared its standing, and the mark fails.
-            let _ = self.standing.compare_exchange(
-                PARKED,
-                PARKED | PENDING,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            );
-        }
-        waker
-    }
-
-    /// After a broadcast queued a frame here: counts this member in the
-    /// backlog if its writer is woken but has not run, and its queue has
-    /// reached a quarter of the limit (see [`crate::backlog`]).
-    pub fn note_depth(&self) {
-        const WOKEN: u8 = PARKED | PENDING;
-        if self.standing.load(Ordering::SeqCst) == WOKEN
-            && self.others.load(Ordering::SeqCst) >= (self.limit / 4).max(1)
-            && self
-                .standing
-                .compare_exchange(WOKEN, WOKEN | DEEP, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-        {
-            self.backlog.add();
-        }
-    }
-
-    /// The writer runs (or is gone): it no longer holds anyone up.
-    fn ran(&self) {
-        if self.standing.load(Ordering::SeqCst) != 0
-            && self.standing.swap(0, Ordering::SeqCst) & DEEP != 0
-        {
-            self.backlog.remove();
-        }
-    }
-
-    /// Whether the reader may go on to its next request: fewer than
-    /// `limit` own frames queued, or the connection is closing.
-    pub fn has_space(&self) -> bool {
-        self.own.load(Ordering::SeqCst) < self.limit || self.is_closed()
-    }
-
-    /// Waits until [`Outbox::has_space`]: the pipelining client's brake.
-    /// Only the connection's reader may wait here.
-    pub async fn wait_for_space(&self) {
-        wait_until(&self.space, || self.has_space()).await;
-    }
-
-    /// Queues a keepalive ping unless one is already waiting.
-    pub fn ping(&self) {
-        if !self.ping_queued.swap(true, Ordering::SeqCst) {
-            if self.push(Outgoing::Ping) {
-                self.wake();
-            } else {
-                self.ping_queued.store(false, Ordering::SeqCst);
+        match cause {
+            Cause::Other if self.others.load(Ordering::SeqCst) >= self.limit => {
+                return Err(Refused::Full);
             }
-        }
-    }
-
-    /// The writer's receive: moves every queued item into `batch` (which
-    /// must be empty). Resolves to `false` once the queue is closed and
-    /// empty.
-    pub async fn take_all(&self, batch: &mut VecDeque<Outgoing>) -> bool {
-        // Not parked when it returns: the slot is emptied (a broadcast must
-        // not take a waker for a writer busy elsewhere, say on a full
-        // socket) and the standing cleared.
-        let running = |more| {
-            self.writer.take();
-            self.ran();
-            Poll::Ready(more)
+            Cause::Other => self.others.fetch_add(1, Ordering::SeqCst),
+            // The final `shutdown` event may come on top of a full allowance.
+            Cause::Own if self.own.load(Ordering::SeqCst) > self.limit + self.headroom => {
+                // Unreachable by the argument in the module docs; if it ever
+                // happens, closing beats silently losing a reply.
+                drop(inner);
+                log::error!("own frames exceeded their bound; closing connection");
+                self.close(CloseReason::Internal);
+                return Err(Refused::Closed);
+            }
+            Cause::Own => self.own.fetch_add(1, Ordering::SeqCst),
         };
-        std::future::poll_fn(|cx| {
-            if let Some(more) = self.try_take_all(batch) {
-                return running(more);
-            }
-            self.writer.register(cx.waker());
-            // Check again: a push between the first look and `register`
-            // would otherwise be a lost wake-up.
-            match self.try_take_all(batch) {
-                Some(more) => running(more),
-                None => {
-                    self.standing.fetch_or(PARKED, Ordering::SeqCst);
-                    Poll::Pending
-                }
-            }
-        })
-        .await
+        inner.items.push_back(Outgoing::Text(frame, cause));
+        self.woken_by_push(&mut inner, wakes);
+        Ok(())
     }
 
-    fn try_take_all(&self, batch: &mut VecDeque<Outgoing>) -> Option<bool> {
-        let mut q = self.lock();
-        if !q.items.is_empty() {
-            std::mem::swap(&mut q.items, batch);
-            return Some(true);
-        }
-        q.closed.then_some(false)
-    }
-
-    /// Moves whatever else is queued to the end of `batch`.
-    pub fn take_more(&self, batch: &mut VecDeque<Outgoing>) {
-        let mut q = self.lock();
-        batch.extend(q.items.drain(..));
-    }
-
-    /// Called by the writer for each item it takes off the queue.
-    pub fn taken(&self, item: &Outgoing) {
-        match item {
-            Outgoing::Text(_, Origin::Own) => {
-                self.own.fetch_sub(1, Ordering::SeqCst);
-            }
-            Outgoing::Text(_, Origin::Other) => {
-                self.others.fetch_sub(1, Ordering::SeqCst);
-            }
-            Outgoing::Ping => self.ping_queued.store(false, Ordering::SeqCst),
-        }
-    }
-
-    /// Called by the writer after a batch, to wake a waiting reader.
-    pub fn notify_space(&self) {
-        self.space.wake();
-    }
-
-    /// Queues a last frame of its own and closes, in one step: nothing an
-    /// other connection sends can land behind it (the `shutdown` event must
-    /// be the last thing before the close frame).
-    pub fn close_with(&self, frame: Frame, reason: CloseReason) {
+    /// Queues a last own frame and closes, in one step: nothing another
+    /// connection sends can land behind it (the `shutdown` event must be
+    /// the last thing before the close frame).
+    pub(crate) fn push_last(&self, frame: Frame, reason: CloseReason) {
         {
-            let mut q = self.lock();
-            if !q.closed {
+            let mut inner = self.lock();
+            if !self.is_closed() {
                 self.own.fetch_add(1, Ordering::SeqCst);
-                q.items.push_back(Outgoing::Text(frame, Origin::Own));
+                inner.items.push_back(Outgoing::Text(frame, Cause::Own));
             }
         }
         self.close(reason);
     }
 
+    /// Queues a keepalive ping unless one is already waiting.
+    pub(crate) fn ping(&self, wakes: &mut Wakeups) {
+        let mut inner = self.lock();
+        if !self.is_closed() && !inner.ping_queued {
+            inner.ping_queued = true;
+            inner.items.push_back(Outgoing::Ping);
+            self.woken_by_push(&mut inner, wakes);
+        }
+    }
+
+    /// The writer's transitions on a push: a parked writer is woken (after
+    /// the caller's locks), and a woken one that has not run while its
+    /// queue grew to a quarter of the limit is counted as deep.
+    fn woken_by_push(&self, inner: &mut Inner, wakes: &mut Wakeups) {
+        wakes
+            .0
+            .extend(inner.take_parked(Writer::Woken { deep: false }));
+        if let Writer::Woken { deep: false } = inner.writer
+            && self.others.load(Ordering::SeqCst) >= (self.limit / 4).max(1)
+        {
+            inner.writer = Writer::Woken { deep: true };
+            self.backlog.add();
+        }
+    }
+
     /// Records why the connection closes and stops the queue taking frames.
     /// Frames already queued are still delivered unless the reason discards
-    /// them. Later calls keep the first reason.
-    pub fn close(&self, reason: CloseReason) {
-        let reason = *self.reason.get_or_init(|| reason);
-        {
-            let mut q = self.lock();
-            q.closed = true;
-            self.closed.store(true, Ordering::SeqCst);
+    /// them, in which case both halves are told to stop. Later calls keep
+    /// the first reason.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        let mut wakes = Wakeups::default();
+        let mut inner = self.lock();
+        if self.is_closed() {
+            return;
         }
-        self.wake();
-        self.space.wake();
-        if reason.discards_queue() && !self.aborted.swap(true, Ordering::SeqCst) {
-            self.abort.iter().for_each(AtomicWaker::wake);
-            // The writer stops without taking its frames.
-            self.ran();
+        self.closed.store(reason.code(), Ordering::SeqCst);
+        // The writer must look again: to drain and finish, or to stop.
+        wakes.0.extend(inner.take_parked(Writer::Running));
+        wakes.0.extend(inner.space.take());
+        if reason.discards_queue() {
+            // The writer stops without taking its frames: uncount it now.
+            inner.writer_runs(&self.backlog);
+            wakes
+                .0
+                .extend(inner.abort.iter_mut().filter_map(Option::take));
         }
+        drop(inner);
     }
 
-    /// Whether the queue takes no more frames. Set under the queue's lock,
-    /// so once this is true no push can succeed.
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
+    /// Whether the queue takes no more frames.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst) != 0
     }
 
-    pub fn reason(&self) -> Option<CloseReason> {
-        self.reason.get().copied()
+    /// Why the connection closes, once it does.
+    pub(crate) fn reason(&self) -> Option<CloseReason> {
+        CloseReason::from_code(self.closed.load(Ordering::SeqCst))
     }
 
-    /// Whether the queue has been abandoned (see [`Outbox::aborted`]).
-    pub fn is_aborted(&self) -> bool {
-        self.aborted.load(Ordering::SeqCst)
+    /// Whether the queue has been abandoned (slow consumer, dead socket,
+    /// peer close): what is queued will not be sent.
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.reason().is_some_and(CloseReason::discards_queue)
     }
 
-    /// Resolves once the queue has been abandoned (slow consumer, dead
-    /// socket, peer close): the writer stops and the reader stops reading.
-    /// Each side may have one waiter at a time.
-    pub async fn aborted(&self, side: Side) {
-        wait_until(&self.abort[side as usize], || self.is_aborted()).await;
+    /// Resolves once the queue has been abandoned: the writer stops and the
+    /// reader stops reading. Each side may have one waiter at a time.
+    pub(crate) async fn aborted(&self, side: Side) {
+        self.wait(
+            |inner| &mut inner.abort[side as usize],
+            || self.is_aborted(),
+        )
+        .await;
     }
 
-    /// Frames waiting to be written.
-    pub fn len(&self) -> usize {
+    /// Whether the reader may go on to its next request: fewer than
+    /// `limit` own frames queued, or the connection is closing.
+    pub(crate) fn has_space(&self) -> bool {
+        self.own.load(Ordering::SeqCst) < self.limit || self.is_closed()
+    }
+
+    /// Waits until [`Outbox::has_space`]: the pipelining client's brake.
+    /// Only the connection's reader may wait here.
+    pub(crate) async fn wait_for_space(&self) {
+        self.wait(|inner| &mut inner.space, || self.has_space())
+            .await;
+    }
+
+    /// Waits in `slot` until `ready()`. The check and the registration are
+    /// under the lock that every change to the condition takes, so no
+    /// wake-up can fall between them; the slot is emptied on the way out so
+    /// a later wake-up does not poll a half that waits for something else.
+    async fn wait(
+        &self,
+        slot: impl Fn(&mut Inner) -> &mut Option<Waker>,
+        ready: impl Fn() -> bool,
+    ) {
+        std::future::poll_fn(|cx| {
+            let mut inner = self.lock();
+            if ready() {
+                *slot(&mut inner) = None;
+                Poll::Ready(())
+            } else {
+                *slot(&mut inner) = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    /// Frames waiting to be written (for log lines).
+    pub(crate) fn len(&self) -> usize {
         self.lock().items.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// The writer's end of the queue. One per connection.
+    pub(crate) fn writer(&self) -> WriterSide<'_> {
+        WriterSide {
+            outbox: self,
+            batch: VecDeque::new(),
+        }
     }
-}
 
-/// Waits on `slot` (one waiter at a time) until `ready()` holds. The
-/// second check after registering closes the gap where the condition
-/// changed, and its wake-up was spent, between the first look and the
-/// registration.
-async fn wait_until(slot: &AtomicWaker, ready: impl Fn() -> bool) {
-    std::future::poll_fn(|cx| {
-        if ready() {
-            return Poll::Ready(());
-        }
-        slot.register(cx.waker());
-        if ready() {
-            // Unregister, or a later wake-up for nobody would poll this
-            // half for nothing (a `recv` that finds no data, for a reader).
-            slot.take();
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await;
+    /// Counts off one item the writer took.
+    fn sent(&self, item: &Outgoing) {
+        match item {
+            Outgoing::Text(_, Cause::Own) => self.own.fetch_sub(1, Ordering::SeqCst),
+            Outgoing::Text(_, Cause::Other) => self.others.fetch_sub(1, Ordering::SeqCst),
+            Outgoing::Ping => 0,
+        };
+    }
 }
 
 impl Drop for Outbox {
     /// However the connection ended, it must not stay counted as deep.
     fn drop(&mut self) {
-        self.ran();
+        let backlog = self.backlog.clone();
+        self.lock().writer_runs(&backlog);
+    }
+}
+
+/// The writer's end: takes batches, counts each frame off as it goes to the
+/// socket, and lets the reader know when there is space. Dropping it (the
+/// writer ends, however) means nobody runs for this queue any more.
+pub(crate) struct WriterSide<'a> {
+    outbox: &'a Outbox,
+    /// Reused from batch to batch; swapped with the queue's deque.
+    batch: VecDeque<Outgoing>,
+}
+
+impl<'a> WriterSide<'a> {
+    /// Waits for frames and takes them all; `None` once the queue is closed
+    /// and drained, or abandoned.
+    ///
+    /// Before taking, it lets every task that is already runnable go first
+    /// (other connections' broadcasts, usually): under load they add frames
+    /// to this queue meanwhile, and all of them leave in one write. When the
+    /// server is idle this costs nothing: nobody else is waiting.
+    pub(crate) async fn next_batch(&mut self) -> Option<Batch<'_, 'a>> {
+        let outbox = self.outbox;
+        let more = std::future::poll_fn(|cx| {
+            let mut inner = outbox.lock();
+            if outbox.is_aborted() {
+                inner.writer_runs(&outbox.backlog);
+                return Poll::Ready(false);
+            }
+            if !inner.items.is_empty() {
+                // About to yield with frames still queued: until it takes
+                // them it counts as woken, and may become deep.
+                if let Writer::Running | Writer::Parked(_) = inner.writer {
+                    inner.writer = Writer::Woken { deep: false };
+                }
+                return Poll::Ready(true);
+            }
+            if outbox.is_closed() {
+                inner.writer_runs(&outbox.backlog);
+                return Poll::Ready(false);
+            }
+            inner.writer = Writer::Parked(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        if !more {
+            return None;
+        }
+        natter_runtime::yield_now().await;
+        let mut inner = outbox.lock();
+        inner.writer_runs(&outbox.backlog);
+        if outbox.is_aborted() {
+            return None;
+        }
+        std::mem::swap(&mut inner.items, &mut self.batch);
+        inner.ping_queued = false;
+        drop(inner);
+        Some(Batch { side: self })
+    }
+}
+
+impl Drop for WriterSide<'_> {
+    fn drop(&mut self) {
+        self.outbox.lock().writer_runs(&self.outbox.backlog);
+    }
+}
+
+/// One batch of frames for the socket, oldest first. Each item is counted
+/// off as it is taken; dropping the batch counts off the rest (the writer
+/// gave up on them) and wakes a reader waiting for space.
+pub(crate) struct Batch<'s, 'a> {
+    side: &'s mut WriterSide<'a>,
+}
+
+impl Iterator for Batch<'_, '_> {
+    type Item = Outgoing;
+
+    fn next(&mut self) -> Option<Outgoing> {
+        let item = self.side.batch.pop_front()?;
+        self.side.outbox.sent(&item);
+        Some(item)
+    }
+}
+
+impl Drop for Batch<'_, '_> {
+    fn drop(&mut self) {
+        for item in self.side.batch.drain(..) {
+            self.side.outbox.sent(&item);
+        }
+        let waiting = self.side.outbox.lock().space.take();
+        if let Some(reader) = waiting {
+            reader.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox(limit: usize) -> (Arc<Outbox>, Arc<Backlog>) {
+        let backlog = Arc::new(Backlog::default());
+        (Outbox::new(limit, 2, backlog.clone()), backlog)
+    }
+
+    fn frame(s: &str) -> Frame {
+        Frame::from(s.to_owned())
+    }
+
+    #[test]
+    fn others_are_refused_at_the_limit_own_frames_are_not() {
+        let (out, _) = outbox(2);
+        let mut wakes = Wakeups::default();
+        assert_eq!(out.push(frame("a"), Cause::Other, &mut wakes), Ok(()));
+        assert_eq!(out.push(frame("b"), Cause::Other, &mut wakes), Ok(()));
+        assert_eq!(
+            out.push(frame("c"), Cause::Other, &mut wakes),
+            Err(Refused::Full)
+        );
+        assert_eq!(out.push(frame("d"), Cause::Own, &mut wakes), Ok(()));
+        assert_eq!(out.push(frame("e"), Cause::Own, &mut wakes), Ok(()));
+        assert!(!out.has_space());
+        out.close(CloseReason::Idle);
+        assert!(out.has_space(), "a closing connection's reader never waits");
+        assert_eq!(
+            out.push(frame("f"), Cause::Own, &mut wakes),
+            Err(Refused::Closed)
+        );
+    }
+
+    #[test]
+    fn the_last_frame_comes_after_everything_and_closes() {
+        let (out, _) = outbox(4);
+        let mut wakes = Wakeups::default();
+        out.push(frame("a"), Cause::Other, &mut wakes).unwrap();
+        out.push_last(frame("bye"), CloseReason::Shutdown);
+        assert_eq!(
+            out.push(frame("late"), Cause::Other, &mut wakes),
+            Err(Refused::Closed)
+        );
+        natter_runtime::block_on(async {
+            let mut writer = out.writer();
+            let texts: Vec<String> = writer
+                .next_batch()
+                .await
+                .unwrap()
+                .map(|item| match item {
+                    Outgoing::Text(f, _) => f.as_str().to_owned(),
+                    Outgoing::Ping => "ping".into(),
+                })
+                .collect();
+            assert_eq!(texts, ["a", "bye"]);
+            assert!(writer.next_batch().await.is_none());
+        });
+        assert_eq!(out.reason(), Some(CloseReason::Shutdown));
+        assert!(out.has_space());
+    }
+
+    #[test]
+    fn a_woken_writer_with_a_deep_queue_is_counted_until_it_runs() {
+        let (out, backlog) = outbox(8);
+        natter_runtime::block_on(async {
+            let mut writer = out.writer();
+            // Park the writer: poll `next_batch` once on an empty queue.
+            {
+                let next = std::pin::pin!(writer.next_batch());
+                let parked = futures::poll!(next);
+                assert!(parked.is_pending());
+            }
+            let mut wakes = Wakeups::default();
+            out.push(frame("1"), Cause::Other, &mut wakes).unwrap();
+            assert_eq!(wakes.0.len(), 1, "the parked writer's waker is handed over");
+            assert!(!backlog.is_congested(), "one frame is not deep");
+            out.push(frame("2"), Cause::Other, &mut wakes).unwrap();
+            assert!(backlog.is_congested(), "woken, unrun, a quarter full");
+            let batch = writer.next_batch().await.unwrap();
+            assert!(!backlog.is_congested(), "the writer ran");
+            assert_eq!(batch.count(), 2);
+        });
+        assert!(out.has_space());
+    }
+
+    #[test]
+    fn abandoning_the_queue_uncounts_a_deep_writer_and_discards_frames() {
+        let (out, backlog) = outbox(4);
+        natter_runtime::block_on(async {
+            let mut writer = out.writer();
+            {
+                let next = std::pin::pin!(writer.next_batch());
+                assert!(futures::poll!(next).is_pending());
+            }
+            let mut wakes = Wakeups::default();
+            out.push(frame("1"), Cause::Other, &mut wakes).unwrap();
+            assert!(backlog.is_congested());
+            out.close(CloseReason::SlowConsumer);
+            assert!(!backlog.is_congested());
+            assert!(out.is_aborted());
+            assert!(writer.next_batch().await.is_none());
+            out.aborted(Side::Reader).await;
+        });
     }
 }

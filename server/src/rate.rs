@@ -5,11 +5,11 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// How many `rate_limited` errors within [`FLOOD_WINDOW`] close a connection.
-pub const FLOOD_ERRORS: usize = 50;
-pub const FLOOD_WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const FLOOD_ERRORS: usize = 50;
+pub(crate) const FLOOD_WINDOW: Duration = Duration::from_secs(10);
 
 /// A token bucket: `rate` tokens per second, holding at most `burst`.
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -18,7 +18,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// `rate == 0` switches limiting off.
-    pub fn new(rate: u32, burst: u32) -> Self {
+    pub(crate) fn new(rate: u32, burst: u32) -> Self {
         TokenBucket {
             rate: f64::from(rate),
             burst: f64::from(burst),
@@ -28,7 +28,7 @@ impl TokenBucket {
     }
 
     /// Takes one token if there is one.
-    pub fn try_take(&mut self, now: Instant) -> bool {
+    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
         if self.rate == 0.0 {
             return true;
         }
@@ -46,13 +46,13 @@ impl TokenBucket {
 
 /// Remembers when the recent `rate_limited` errors happened.
 #[derive(Default)]
-pub struct FloodMeter {
+pub(crate) struct FloodMeter {
     recent: VecDeque<Instant>,
 }
 
 impl FloodMeter {
     /// Records one `rate_limited` error; true when the connection is flooding.
-    pub fn record(&mut self, now: Instant) -> bool {
+    pub(crate) fn record(&mut self, now: Instant) -> bool {
         while let Some(&oldest) = self.recent.front() {
             if now.saturating_duration_since(oldest) >= FLOOD_WINDOW {
                 self.recent.pop_front();

@@ -7,13 +7,14 @@
 //! across all of a member's rooms — happens inside a single critical
 //! section, which is what makes "one order per room" true for every member.
 //! The rule that keeps this cheap: **no await while the guard is held**.
-//! Each method locks, does synchronous work (queueing is `try_send`, never
-//! a wait on a socket), and unlocks. An async (not std) mutex because
-//! waiting for it must not block an executor thread.
+//! Each method locks, does synchronous work (queueing a frame is a push
+//! onto a queue, never a wait on a socket), and unlocks; the writers it
+//! queued for are woken after the unlock, by the [`Locked`] guard every
+//! method takes (see [`crate::broadcast`]). An async (not std) mutex
+//! because waiting for it must not block an executor thread.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_lock::Mutex;
 use natter_protocol::names::nick_key;
@@ -21,23 +22,27 @@ use natter_protocol::{
     ChatMessage, ErrorCode, Presence, PresenceKind, RoomCount, ServerMessage, WhisperEvent,
 };
 
-use crate::broadcast::{Wakeups, deliver, offer};
-use crate::outbox::{Frame, Outbox};
+use crate::broadcast::Locked;
+use crate::conn_id::ConnId;
+use crate::frame::{Frame, encode, unix_ms};
+use crate::outbox::{Cause, Outbox};
 use crate::room::{HistorySlice, Room};
-
-/// Identifies one connection for the whole life of the server.
-pub type ConnId = u64;
 
 /// Registry settings taken from the server configuration.
 #[derive(Debug, Clone)]
-pub struct RegistryConfig {
-    pub history: usize,
-    pub max_rooms: usize,
-    pub max_rooms_per_connection: usize,
+pub(crate) struct RegistryConfig {
+    /// `--history`: messages kept per room.
+    pub(crate) history: usize,
+    /// `--max-rooms`: rooms retained, empty ones evicted past it.
+    pub(crate) max_rooms: usize,
+    /// `--max-rooms-per-connection`.
+    pub(crate) max_rooms_per_connection: usize,
 }
 
-pub struct Registry {
+pub(crate) struct Registry {
+    /// Everything, behind the one lock (see the module docs).
     state: Mutex<State>,
+    /// The limits it enforces.
     config: RegistryConfig,
     /// Random per process, so epochs differ across restarts.
     epoch_nonce: u32,
@@ -45,40 +50,54 @@ pub struct Registry {
 
 #[derive(Default)]
 struct State {
+    /// Every connection past its handshake.
     users: HashMap<ConnId, User>,
     /// Lower-cased nick → connection: nicks are unique case-insensitively.
     nicks: HashMap<String, ConnId>,
+    /// Every retained room, by name, with or without members.
     rooms: HashMap<String, Room>,
+    /// The number in the next `guest-N` nick.
     next_guest: u64,
+    /// The counter in the next room's epoch.
     next_epoch: u64,
     /// Logical clock for "least recently active".
     clock: u64,
 }
 
 struct User {
+    /// As the user spelled it.
     nick: String,
+    /// Where frames for this user go.
     outbox: Arc<Outbox>,
+    /// The rooms it is in, so leaving them all on disconnect needs no scan.
     rooms: BTreeSet<String>,
 }
 
 /// A successful join, with what the reply needs (encoded outside the lock).
-pub struct Joined {
-    pub members: Vec<String>,
-    pub seq: u64,
-    pub epoch: String,
-    pub history: HistorySlice,
+pub(crate) struct Joined {
+    /// The room's members, sorted.
+    pub(crate) members: Vec<String>,
+    /// The room's latest seq.
+    pub(crate) seq: u64,
+    /// The room's epoch.
+    pub(crate) epoch: String,
+    /// The history the reply carries.
+    pub(crate) history: HistorySlice,
 }
 
 /// Counts for tests and operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegistryCounts {
+    /// Connections past their handshake.
     pub users: usize,
+    /// Retained rooms, with or without members.
     pub rooms: usize,
+    /// Room memberships, summed over rooms.
     pub memberships: usize,
 }
 
 impl Registry {
-    pub fn new(config: RegistryConfig) -> Registry {
+    pub(crate) fn new(config: RegistryConfig) -> Registry {
         Registry {
             state: Mutex::new(State {
                 next_guest: 1,
@@ -93,15 +112,15 @@ impl Registry {
     /// Makes a connection visible under the nick it asked for (or a guest
     /// nick), and queues its `welcome` inside the same critical section so
     /// nothing — not even a whisper — can reach it first.
-    pub async fn connect(
+    pub(crate) async fn connect(
         &self,
         id: ConnId,
         wanted: Option<&str>,
         outbox: Arc<Outbox>,
         welcome: impl FnOnce(&str, Option<ErrorCode>) -> Frame,
     ) -> String {
-        let mut wakes = Wakeups::default(); // woken after the guard drops
-        let mut st = self.state.lock().await;
+        let mut locked = self.lock().await;
+        let (st, mut post) = locked.parts();
         let refusal = match wanted {
             None => None,
             Some(nick) if natter_protocol::names::validate_nick(nick).is_err() => {
@@ -115,8 +134,7 @@ impl Registry {
             _ => st.guest_nick(),
         };
         st.nicks.insert(nick_key(&nick), id);
-        outbox.push_own(welcome(&nick, refusal));
-        wakes.defer(&outbox);
+        post.send(id, &outbox, &welcome(&nick, refusal), Cause::Own);
         st.users.insert(
             id,
             User {
@@ -130,9 +148,9 @@ impl Registry {
 
     /// Removes a connection: its nick is freed and every room it was in
     /// gets a `leave`. Safe to call twice.
-    pub async fn disconnect(&self, id: ConnId) {
-        let mut wakes = Wakeups::default(); // woken after the guard drops
-        let mut st = self.state.lock().await;
+    pub(crate) async fn disconnect(&self, id: ConnId) {
+        let mut locked = self.lock().await;
+        let (st, mut post) = locked.parts();
         let Some(user) = st.users.remove(&id) else {
             return;
         };
@@ -143,16 +161,15 @@ impl Registry {
                 room.members.remove(&id);
                 room.last_active = now;
                 let frame = presence(name, PresenceKind::Leave, &user.nick, None);
-                deliver(&room.members, &frame, id, &mut wakes);
+                post.broadcast(&room.members, &frame, id);
             }
         }
     }
 
     /// Changes a connection's nick; every room it is in hears a `rename`.
-    pub async fn rename(&self, id: ConnId, nick: &str) -> Result<String, ErrorCode> {
-        let mut wakes = Wakeups::default(); // woken after the guard drops
-        let mut st = self.state.lock().await;
-        let st = &mut *st;
+    pub(crate) async fn rename(&self, id: ConnId, nick: &str) -> Result<String, ErrorCode> {
+        let mut locked = self.lock().await;
+        let (st, mut post) = locked.parts();
         let key = nick_key(nick);
         if st.nicks.get(&key).is_some_and(|&owner| owner != id) {
             return Err(ErrorCode::NickTaken);
@@ -167,21 +184,21 @@ impl Registry {
         for name in &user.rooms {
             if let Some(room) = st.rooms.get(name) {
                 let frame = presence(name, PresenceKind::Rename, nick, Some(&old));
-                deliver(&room.members, &frame, id, &mut wakes);
+                post.broadcast(&room.members, &frame, id);
             }
         }
         Ok(nick.to_owned())
     }
 
-    pub async fn join(
+    pub(crate) async fn join(
         &self,
         id: ConnId,
         name: &str,
         since: Option<u64>,
         epoch: Option<&str>,
     ) -> Result<Joined, ErrorCode> {
-        let mut wakes = Wakeups::default(); // woken after the guard drops
-        let mut st = self.state.lock().await;
+        let mut locked = self.lock().await;
+        let (st, mut post) = locked.parts();
         let now = st.tick();
         let user = st.users.get(&id).ok_or(ErrorCode::Internal)?;
         let already = user.rooms.contains(name);
@@ -201,13 +218,12 @@ impl Registry {
                 user.rooms.insert(name.to_owned());
             }
         }
-        let st = &mut *st;
         let room = st.rooms.get_mut(name).ok_or(ErrorCode::Internal)?;
         if !already {
             room.members.insert(id, outbox);
             room.last_active = now;
             let frame = presence(name, PresenceKind::Join, &nick, None);
-            deliver(&room.members, &frame, id, &mut wakes);
+            post.broadcast(&room.members, &frame, id);
         }
         let mut members: Vec<String> = room
             .members
@@ -224,18 +240,17 @@ impl Registry {
     }
 
     /// Leaves a room; the leaver hears its own `leave` too.
-    pub async fn leave(&self, id: ConnId, name: &str) -> Result<(), ErrorCode> {
-        let mut wakes = Wakeups::default(); // woken after the guard drops
-        let mut st = self.state.lock().await;
+    pub(crate) async fn leave(&self, id: ConnId, name: &str) -> Result<(), ErrorCode> {
+        let mut locked = self.lock().await;
+        let (st, mut post) = locked.parts();
         let now = st.tick();
-        let st = &mut *st;
         let user = st.users.get_mut(&id).ok_or(ErrorCode::Internal)?;
         if !user.rooms.remove(name) {
             return Err(ErrorCode::NotMember);
         }
         if let Some(room) = st.rooms.get_mut(name) {
             let frame = presence(name, PresenceKind::Leave, &user.nick, None);
-            deliver(&room.members, &frame, id, &mut wakes);
+            post.broadcast(&room.members, &frame, id);
             room.members.remove(&id);
             room.last_active = now;
         }
@@ -244,11 +259,10 @@ impl Registry {
 
     /// Says `text` in a room: takes the next seq, encodes the message once,
     /// keeps it in history and queues it for every member. Returns the seq.
-    pub async fn say(&self, id: ConnId, name: &str, text: &str) -> Result<u64, ErrorCode> {
-        let mut wakes = Wakeups::default(); // woken after the guard drops
-        let mut st = self.state.lock().await;
+    pub(crate) async fn say(&self, id: ConnId, name: &str, text: &str) -> Result<u64, ErrorCode> {
+        let mut locked = self.lock().await;
+        let (st, mut post) = locked.parts();
         let now = st.tick();
-        let st = &mut *st;
         let user = st.users.get(&id).ok_or(ErrorCode::Internal)?;
         if !user.rooms.contains(name) {
             return Err(ErrorCode::NotMember);
@@ -264,14 +278,19 @@ impl Registry {
         }));
         room.remember(seq, frame.clone());
         room.last_active = now;
-        deliver(&room.members, &frame, id, &mut wakes);
+        post.broadcast(&room.members, &frame, id);
         Ok(seq)
     }
 
     /// Sends a direct message; returns the recipient's nick as it is spelled.
-    pub async fn whisper(&self, id: ConnId, to: &str, text: &str) -> Result<String, ErrorCode> {
-        let mut wakes = Wakeups::default(); // woken after the guard drops
-        let st = self.state.lock().await;
+    pub(crate) async fn whisper(
+        &self,
+        id: ConnId,
+        to: &str,
+        text: &str,
+    ) -> Result<String, ErrorCode> {
+        let mut locked = self.lock().await;
+        let (st, mut post) = locked.parts();
         let from = st.users.get(&id).ok_or(ErrorCode::Internal)?;
         let target_id = *st.nicks.get(&nick_key(to)).ok_or(ErrorCode::NoSuchUser)?;
         let target = st.users.get(&target_id).ok_or(ErrorCode::NoSuchUser)?;
@@ -280,17 +299,17 @@ impl Registry {
             text: text.to_owned(),
             ts: unix_ms(),
         }));
-        if target_id == id {
-            target.outbox.push_own(frame);
+        let cause = if target_id == id {
+            Cause::Own
         } else {
-            offer(target_id, &target.outbox, &frame);
-        }
-        wakes.defer(&target.outbox);
+            Cause::Other
+        };
+        post.send(target_id, &target.outbox, &frame, cause);
         Ok(target.nick.clone())
     }
 
     /// Rooms with at least one member, sorted by name.
-    pub async fn rooms(&self) -> Vec<RoomCount> {
+    pub(crate) async fn rooms(&self) -> Vec<RoomCount> {
         let st = self.state.lock().await;
         let mut rooms: Vec<RoomCount> = st
             .rooms
@@ -306,7 +325,7 @@ impl Registry {
     }
 
     /// A room's members, sorted; empty for an unknown room.
-    pub async fn who(&self, name: &str) -> Vec<String> {
+    pub(crate) async fn who(&self, name: &str) -> Vec<String> {
         let st = self.state.lock().await;
         let mut members: Vec<String> = st
             .rooms
@@ -322,13 +341,21 @@ impl Registry {
         members
     }
 
-    pub async fn counts(&self) -> RegistryCounts {
+    pub(crate) async fn counts(&self) -> RegistryCounts {
         let st = self.state.lock().await;
         RegistryCounts {
             users: st.users.len(),
             rooms: st.rooms.len(),
             memberships: st.rooms.values().map(|r| r.members.len()).sum(),
         }
+    }
+}
+
+impl Registry {
+    /// The lock every method takes: the guard, plus the writers to wake
+    /// once it is released.
+    async fn lock(&self) -> Locked<'_, State> {
+        Locked::lock(&self.state).await
     }
 }
 
@@ -374,15 +401,4 @@ fn presence(room: &str, event: PresenceKind, nick: &str, old: Option<&str>) -> F
         nick: nick.to_owned(),
         old: old.map(str::to_owned),
     }))
-}
-
-/// Encodes a server message once, as a frame every recipient can share.
-pub fn encode(message: &ServerMessage) -> Frame {
-    Frame::from(message.to_json())
-}
-
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

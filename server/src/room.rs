@@ -3,36 +3,41 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::outbox::{Frame, Outbox};
-use crate::registry::ConnId;
+use crate::conn_id::ConnId;
+use crate::frame::Frame;
+use crate::outbox::Outbox;
 
 /// Messages in a join reply when the client gives no (usable) `since`.
-pub const DEFAULT_HISTORY_REPLY: usize = 20;
+pub(crate) const DEFAULT_HISTORY_REPLY: usize = 20;
 
-pub struct Room {
+pub(crate) struct Room {
     /// Members and their queues, so a broadcast needs no second lookup.
-    pub members: HashMap<ConnId, Arc<Outbox>>,
-    pub last_seq: u64,
+    pub(crate) members: HashMap<ConnId, Arc<Outbox>>,
+    /// The seq of the room's latest message (0: none yet).
+    pub(crate) last_seq: u64,
     /// Names this incarnation of the numbering; new whenever the room is
     /// created (again), so a client can tell its `since` no longer applies.
-    pub epoch: String,
+    pub(crate) epoch: String,
     /// The most recent messages, oldest first, as the encoded `message`
     /// events that were broadcast (shared, not copied).
     history: VecDeque<(u64, Frame)>,
+    /// `--history`: how many messages are kept.
     history_cap: usize,
     /// Registry clock reading of the last message or membership change;
     /// the least recent empty room is the one evicted.
-    pub last_active: u64,
+    pub(crate) last_active: u64,
 }
 
 /// What a join reply tells about history.
-pub struct HistorySlice {
-    pub frames: Vec<Frame>,
-    pub complete: bool,
+pub(crate) struct HistorySlice {
+    /// The encoded `message` events, oldest first.
+    pub(crate) frames: Vec<Frame>,
+    /// The reply's `complete`: nothing the client asked for was dropped.
+    pub(crate) complete: bool,
 }
 
 impl Room {
-    pub fn new(epoch: String, history_cap: usize, now: u64) -> Room {
+    pub(crate) fn new(epoch: String, history_cap: usize, now: u64) -> Room {
         Room {
             members: HashMap::new(),
             last_seq: 0,
@@ -44,13 +49,13 @@ impl Room {
     }
 
     /// Takes the next seq for a message about to be broadcast.
-    pub fn next_seq(&mut self) -> u64 {
+    pub(crate) fn next_seq(&mut self) -> u64 {
         self.last_seq += 1;
         self.last_seq
     }
 
     /// Keeps `frame` (message `seq`) in history, forgetting the oldest.
-    pub fn remember(&mut self, seq: u64, frame: Frame) {
+    pub(crate) fn remember(&mut self, seq: u64, frame: Frame) {
         if self.history_cap == 0 {
             return;
         }
@@ -61,7 +66,7 @@ impl Room {
     }
 
     /// The history a `join` reply carries (see protocol/README.md).
-    pub fn history_since(&self, since: Option<u64>, epoch: Option<&str>) -> HistorySlice {
+    pub(crate) fn history_since(&self, since: Option<u64>, epoch: Option<&str>) -> HistorySlice {
         let oldest_kept = self
             .history
             .front()

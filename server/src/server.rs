@@ -22,16 +22,15 @@ use std::time::Duration;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures::FutureExt;
 use futures::future::{Either, select};
-use natter_protocol::Limits;
 use natter_runtime::{TcpListener, sleep, spawn, timeout};
 
-use crate::backlog::Backlog;
 use crate::cap::ConnectionCap;
 use crate::config::Config;
 use crate::connection;
 use crate::handshake::HttpRefusal;
 use crate::registry::{Registry, RegistryConfig, RegistryCounts};
 use crate::shutdown::Shutdown;
+use crate::state::ServerState;
 use crate::tasks::TaskTracker;
 
 /// Listen backlog: deep enough for a burst of thousands of connects.
@@ -40,10 +39,14 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// this, further sockets over the cap are closed without an answer.
 const MAX_REFUSING: usize = 256;
 
+/// Why a server could not start.
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// An option is out of range or contradicts another.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The listening socket could not be opened.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -51,20 +54,7 @@ pub enum ServerError {
     },
 }
 
-/// Everything the connection tasks share.
-pub struct ServerState {
-    pub config: Config,
-    pub limits: Limits,
-    pub registry: Registry,
-    pub shutdown: Shutdown,
-    pub cap: ConnectionCap,
-    refusing: ConnectionCap,
-    pub tasks: TaskTracker,
-    pub ws_config: WebSocketConfig,
-    /// Members whose woken writers are falling behind (see [`crate::backlog`]).
-    pub backlog: Arc<Backlog>,
-}
-
+/// A bound server, ready to [`Server::run`].
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
@@ -85,10 +75,12 @@ pub struct Stats {
     pub slots_in_use: usize,
     /// Connection tasks still running, refusals included.
     pub tasks: usize,
+    /// Users, rooms and memberships in the registry.
     pub registry: RegistryCounts,
 }
 
 impl Server {
+    /// Checks the configuration and opens the listening socket.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         config.validate().map_err(ServerError::Config)?;
         let listener = natter_runtime::bind(&config.listen, LISTEN_BACKLOG).map_err(|source| {
@@ -123,10 +115,12 @@ impl Server {
         })
     }
 
+    /// The address it listens on (the real port when asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
+    /// A handle to shut it down and read its counters while it runs.
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             state: self.state.clone(),
@@ -163,6 +157,7 @@ impl ServerHandle {
         self.state.shutdown.trigger();
     }
 
+    /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -172,6 +167,7 @@ impl ServerHandle {
         format!("ws://{}/ws", self.local_addr)
     }
 
+    /// A snapshot of the server's counters.
     pub async fn stats(&self) -> Stats {
         Stats {
             slots_in_use: self.state.cap.in_use(),

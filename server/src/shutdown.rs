@@ -12,7 +12,7 @@ use event_listener::Event;
 
 /// A cloneable handle to one shared, set-once signal.
 #[derive(Clone, Default)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     inner: Arc<Inner>,
 }
 
@@ -23,23 +23,23 @@ struct Inner {
 }
 
 impl Shutdown {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Sets the signal and wakes every waiter; later calls do nothing.
-    pub fn trigger(&self) {
+    pub(crate) fn trigger(&self) {
         if !self.inner.set.swap(true, Ordering::SeqCst) {
             self.inner.event.notify(usize::MAX);
         }
     }
 
-    pub fn is_triggered(&self) -> bool {
+    pub(crate) fn is_triggered(&self) -> bool {
         self.inner.set.load(Ordering::SeqCst)
     }
 
     /// Resolves once the signal is set (immediately if it already is).
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         loop {
             if self.is_triggered() {
                 return;

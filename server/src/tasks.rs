@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use event_listener::Event;
 
 #[derive(Clone, Default)]
-pub struct TaskTracker {
+pub(crate) struct TaskTracker {
     inner: Arc<Inner>,
 }
 
@@ -24,17 +24,17 @@ struct Inner {
 }
 
 /// Held by a tracked task for as long as it runs.
-pub struct TaskToken {
+pub(crate) struct TaskToken {
     inner: Arc<Inner>,
 }
 
 impl TaskTracker {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Counts a task in; keep the token inside the task.
-    pub fn token(&self) -> TaskToken {
+    pub(crate) fn token(&self) -> TaskToken {
         self.inner.live.fetch_add(1, Ordering::SeqCst);
         TaskToken {
             inner: self.inner.clone(),
@@ -42,12 +42,12 @@ impl TaskTracker {
     }
 
     /// Tasks still running.
-    pub fn live(&self) -> usize {
+    pub(crate) fn live(&self) -> usize {
         self.inner.live.load(Ordering::SeqCst)
     }
 
     /// Resolves when no tracked task is left.
-    pub async fn wait_idle(&self) {
+    pub(crate) async fn wait_idle(&self) {
         loop {
             if self.live() == 0 {
                 return;

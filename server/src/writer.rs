@@ -13,16 +13,16 @@ use async_tungstenite::tungstenite::protocol::CloseFrame;
 use futures::SinkExt;
 use futures::future::{Either, select};
 use natter_runtime::{TcpStream, timeout};
-use std::collections::VecDeque;
 
-use crate::outbox::{CloseReason, Outbox, Outgoing, Side};
+use crate::close_reason::CloseReason;
+use crate::outbox::{Outbox, Outgoing, Side};
 
 /// How long a close frame may take to get out before the socket is dropped.
 const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs until the outbox is closed and drained (or abandoned), then sends
 /// the close frame its close reason calls for.
-pub async fn run(mut sink: WebSocketSender<TcpStream>, outbox: &Outbox) {
+pub(crate) async fn run(mut sink: WebSocketSender<TcpStream>, outbox: &Outbox) {
     let drained = {
         let drain = pin!(drain(&mut sink, outbox));
         let aborted = pin!(outbox.aborted(Side::Writer));
@@ -71,55 +71,21 @@ async fn close(mut sink: WebSocketSender<TcpStream>, outbox: &Outbox) {
 }
 
 /// Moves frames from the queue to the socket until the queue is closed
-/// and empty.
+/// and empty, or abandoned.
 async fn drain(
     sink: &mut WebSocketSender<TcpStream>,
     outbox: &Outbox,
 ) -> Result<(), async_tungstenite::tungstenite::Error> {
-    let mut batch = VecDeque::new();
-    while outbox.take_all(&mut batch).await {
-        if outbox.is_aborted() {
-            // Abandoned (slow consumer, peer close): what is queued is not
-            // to be sent.
-            return Ok(());
-        }
-        // Let every task that is already runnable (other connections'
-        // broadcasts, usually) go first: under load they add frames to this
-        // queue meanwhile, and all of them leave in one write. When the
-        // server is idle this costs nothing: nobody else is waiting.
-        YieldNow(false).await;
-        outbox.take_more(&mut batch);
-        for item in batch.drain(..) {
-            outbox.taken(&item);
+    let mut queue = outbox.writer();
+    while let Some(batch) = queue.next_batch().await {
+        for item in batch {
             let message = match item {
                 Outgoing::Text(frame, _) => Message::Text(frame),
                 Outgoing::Ping => Message::Ping(Default::default()),
             };
             sink.feed(message).await?;
         }
-        outbox.notify_space();
         sink.flush().await?;
     }
     Ok(())
-}
-
-/// Returns `Pending` once (after asking to be polled again), then `Ready`:
-/// puts the task at the back of the executor's run queue.
-#[derive(Default)]
-pub(crate) struct YieldNow(bool);
-
-impl std::future::Future for YieldNow {
-    type Output = ();
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        if self.0 {
-            return std::task::Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    }
 }

@@ -1,0 +1,36 @@
+//! What every connection task shares: one `Arc<ServerState>` per server.
+
+use std::sync::Arc;
+
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use natter_protocol::Limits;
+
+use crate::backlog::Backlog;
+use crate::cap::ConnectionCap;
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::shutdown::Shutdown;
+use crate::tasks::TaskTracker;
+
+/// Everything the connection tasks share.
+pub(crate) struct ServerState {
+    /// The options it was started with.
+    pub(crate) config: Config,
+    /// The limits announced in every `welcome`, computed once.
+    pub(crate) limits: Limits,
+    /// Who is connected and in which rooms: the shared state.
+    pub(crate) registry: Registry,
+    /// Set once to make every task wind down.
+    pub(crate) shutdown: Shutdown,
+    /// `--max-connections`: one slot per socket from accept to close.
+    pub(crate) cap: ConnectionCap,
+    /// Slots for sockets being answered 503 when `cap` is full, so a flood
+    /// over the cap cannot spawn unbounded tasks.
+    pub(crate) refusing: ConnectionCap,
+    /// Counts live connection tasks, so shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
+    /// tungstenite's buffer sizes and frame limits, from the options.
+    pub(crate) ws_config: WebSocketConfig,
+    /// Members whose woken writers are falling behind (see [`crate::backlog`]).
+    pub(crate) backlog: Arc<Backlog>,
+}
