@@ -14,11 +14,11 @@ use natter::{LeanConnection, LeanReceiver, LeanSender};
 use natter_protocol::{PresenceKind, Reply, Request, ServerMessage};
 use serde::Serialize;
 
+use super::common::{CommonArgs, check_rate, header, seconds, setup, usage};
 use super::net::{self, CloseCount, CloseLog, ConnectStats, ConnectSummary, Ctx};
 use super::report::{Findings, Lines, Report, Summary, count};
 use super::stats::{Percentiles, SeqTracker, SharedHist, lock, ms};
 use super::sys::CpuSnapshot;
-use super::{CommonArgs, check_rate, header, seconds, setup, usage};
 
 #[derive(Args, Debug)]
 pub struct ChurnArgs {

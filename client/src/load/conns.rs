@@ -9,11 +9,11 @@ use clap::Args;
 use natter::LeanSender;
 use serde::Serialize;
 
+use super::common::{CommonArgs, header, seconds, setup, usage};
 use super::net::{self, Alive, CloseCount, CloseLog, ConnectStats, ConnectSummary, Ctx};
 use super::report::{Findings, Lines, Report, Summary, bytes, count};
 use super::stats::lock;
 use super::sys::{self, CpuSnapshot};
-use super::{CommonArgs, header, seconds, setup, usage};
 
 #[derive(Args, Debug)]
 pub struct ConnsArgs {

@@ -13,13 +13,13 @@ use natter::{LeanReceiver, LeanSender};
 use natter_protocol::{Id, Reply, ServerMessage};
 use serde::Serialize;
 
+use super::common::{CommonArgs, check_rate, header, seconds, setup, usage};
 use super::net::{
     self, Alive, AliveGuard, CloseCount, CloseLog, ConnectStats, ConnectSummary, Ctx, FrameView,
 };
 use super::report::{Findings, Lines, Report, Summary, count};
 use super::stats::{LOCAL_BATCH, Percentiles, SeqTracker, SharedHist, lock, ms};
 use super::sys::CpuSnapshot;
-use super::{CommonArgs, check_rate, header, seconds, setup, usage};
 
 #[derive(Args, Debug)]
 pub struct FanoutArgs {

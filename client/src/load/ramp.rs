@@ -14,13 +14,13 @@ use natter::{LeanReceiver, LeanSender};
 use natter_protocol::{Reply, ServerMessage};
 use serde::Serialize;
 
+use super::common::{CommonArgs, check_rate, header, seconds, setup, usage};
 use super::net::{
     self, Alive, AliveGuard, CloseCount, CloseLog, ConnectStats, ConnectSummary, Ctx,
 };
 use super::report::{Findings, Lines, Report, Summary};
 use super::stats::{SeqTracker, lock, ms, percentile};
 use super::sys::CpuSnapshot;
-use super::{CommonArgs, check_rate, header, seconds, setup, usage};
 
 #[derive(Args, Debug)]
 pub struct RampArgs {
