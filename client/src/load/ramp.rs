@@ -441,12 +441,7 @@ impl Ramp {
             dups += t.duplicates;
             late += t.late;
         }
-        if gaps + dups + late > 0 {
-            findings.problem(format!(
-                "room seq numbering broken as seen by members: {gaps} missing, {dups} \
-                 duplicate, {late} out of order"
-            ));
-        }
+        findings.seq_numbering("members", gaps, dups, late);
         let stop_reason = lock(&self.stop_reason).clone().unwrap_or_else(|| {
             if finished {
                 "unknown".into()
