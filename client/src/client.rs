@@ -10,7 +10,6 @@
 //! up over tens of thousands of connections); the caller reads the frames.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -25,28 +24,13 @@ use futures::channel::oneshot;
 use natter_protocol::{Envelope, Id, Reply, Request, ServerMessage, Welcome};
 use natter_runtime::TcpStream;
 
+/// Re-exported so `natter::client::CloseInfo` keeps naming it.
+pub use crate::close::CloseInfo;
 use crate::error::ClientError;
 
 /// Events and unclaimed replies buffered before the reader waits for the
 /// application (TCP backpressure then reaches the server).
 const INCOMING_BUFFER: usize = 4096;
-
-/// How the server closed the connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseInfo {
-    pub code: u16,
-    pub reason: String,
-}
-
-impl fmt::Display for CloseInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.reason.is_empty() {
-            write!(f, "close code {}", self.code)
-        } else {
-            write!(f, "close code {}: {}", self.code, self.reason)
-        }
-    }
-}
 
 /// Connection settings beyond the URL.
 #[derive(Debug, Clone, Default)]

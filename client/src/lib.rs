@@ -4,9 +4,9 @@
 //! that speaks the natter protocol.
 
 pub mod client;
+pub mod close;
 pub mod error;
 
-pub use client::{
-    Client, CloseInfo, ConnectOptions, LeanConnection, LeanReceiver, LeanSender, TextFrame,
-};
+pub use client::{Client, ConnectOptions, LeanConnection, LeanReceiver, LeanSender, TextFrame};
+pub use close::CloseInfo;
 pub use error::ClientError;

@@ -14,11 +14,11 @@ use natter::{LeanConnection, LeanReceiver, LeanSender};
 use natter_protocol::{PresenceKind, Reply, Request, ServerMessage};
 use serde::Serialize;
 
+use super::common::{CommonArgs, check_rate, header, seconds, setup, usage};
 use super::net::{self, CloseCount, CloseLog, ConnectStats, ConnectSummary, Ctx};
 use super::report::{Findings, Lines, Report, Summary, count};
 use super::stats::{Percentiles, SeqTracker, SharedHist, lock, ms};
 use super::sys::CpuSnapshot;
-use super::{CommonArgs, check_rate, header, seconds, setup, usage};
 
 #[derive(Args, Debug)]
 pub struct ChurnArgs {
@@ -434,50 +434,34 @@ impl Churn {
         let r = &results;
         r.connections.judge(findings, false);
         self.observer_closes.judge(findings);
-        if !r.failures.is_empty() {
+        let failed: u64 = r.failures.values().sum();
+        findings.problem_if(failed, |n| {
             let list: Vec<String> = r
                 .failures
                 .iter()
                 .map(|(why, n)| format!("{n} × {why}"))
                 .collect();
-            findings.problem(format!(
-                "{} cycles failed after connecting: {}",
-                r.failures.values().sum::<u64>(),
-                list.join("; ")
-            ));
-        }
-        if r.missing_leaves > 0 {
-            findings.problem(format!(
-                "{} churned clients left without a leave presence reaching the observer: {}",
-                r.missing_leaves,
+            format!("{n} cycles failed after connecting: {}", list.join("; "))
+        });
+        findings.problem_if(r.missing_leaves, |n| {
+            format!(
+                "{n} churned clients left without a leave presence reaching the observer: {}",
                 r.missing_leave_nicks.join(", ")
-            ));
-        }
-        if r.missing_joins > 0 {
-            findings.problem(format!(
-                "{} churned clients joined without a join presence reaching the observer: {}",
-                r.missing_joins,
+            )
+        });
+        findings.problem_if(r.missing_joins, |n| {
+            format!(
+                "{n} churned clients joined without a join presence reaching the observer: {}",
                 r.missing_join_nicks.join(", ")
-            ));
-        }
-        if r.missing_messages > 0 {
-            findings.problem(format!(
-                "{} messages acknowledged with ok never reached the observer",
-                r.missing_messages
-            ));
-        }
-        if r.unexpected_leaves > 0 {
-            findings.problem(format!(
-                "{} leave presences for clients the observer never saw join",
-                r.unexpected_leaves
-            ));
-        }
-        if gaps + dups + late > 0 {
-            findings.problem(format!(
-                "room seq numbering broken as seen by the observer: {gaps} missing, {dups} \
-                 duplicate, {late} out of order"
-            ));
-        }
+            )
+        });
+        findings.problem_if(r.missing_messages, |n| {
+            format!("{n} messages acknowledged with ok never reached the observer")
+        });
+        findings.problem_if(r.unexpected_leaves, |n| {
+            format!("{n} leave presences for clients the observer never saw join")
+        });
+        findings.seq_numbering("the observer", gaps, dups, late);
         if let Some(rate) = r.achieved_rate.filter(|&rate| rate < 0.95 * r.rate) {
             findings.warn(format!(
                 "achieved {rate:.1} cycles/s of the {} asked for: --concurrency {} bounded it \

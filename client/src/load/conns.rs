@@ -9,11 +9,11 @@ use clap::Args;
 use natter::LeanSender;
 use serde::Serialize;
 
+use super::common::{CommonArgs, header, seconds, setup, usage};
 use super::net::{self, Alive, CloseCount, CloseLog, ConnectStats, ConnectSummary, Ctx};
 use super::report::{Findings, Lines, Report, Summary, bytes, count};
 use super::stats::lock;
 use super::sys::{self, CpuSnapshot};
-use super::{CommonArgs, header, seconds, setup, usage};
 
 #[derive(Args, Debug)]
 pub struct ConnsArgs {
@@ -226,12 +226,9 @@ impl Conns {
                  connections; measure bytes per connection on a freshly started server",
             );
         }
-        if connections.refused_503 > 0 {
-            findings.warn(format!(
-                "{} connections were refused with 503: the server's connection cap",
-                connections.refused_503
-            ));
-        }
+        findings.warn_if(connections.refused_503, |n| {
+            format!("{n} connections were refused with 503: the server's connection cap")
+        });
         ConnsResults {
             requested: self.count,
             hold_s: self.hold.as_secs_f64(),

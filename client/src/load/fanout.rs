@@ -13,13 +13,13 @@ use natter::{LeanReceiver, LeanSender};
 use natter_protocol::{Id, Reply, ServerMessage};
 use serde::Serialize;
 
+use super::common::{CommonArgs, check_rate, header, seconds, setup, usage};
 use super::net::{
     self, Alive, AliveGuard, CloseCount, CloseLog, ConnectStats, ConnectSummary, Ctx, FrameView,
 };
 use super::report::{Findings, Lines, Report, Summary, count};
 use super::stats::{LOCAL_BATCH, Percentiles, SeqTracker, SharedHist, lock, ms};
-use super::sys::CpuSnapshot;
-use super::{CommonArgs, check_rate, header, seconds, setup, usage};
+use super::sys::{CpuSnapshot, CpuWindow};
 
 #[derive(Args, Debug)]
 pub struct FanoutArgs {
@@ -194,13 +194,14 @@ pub async fn run(args: FanoutArgs) -> ExitCode {
         .run_bounded(deadline, scenario(f.clone()))
         .await
         .is_some();
-    let (results, cpu) = f.results(&mut findings, over_rate, finished);
+    let tally = f.tally();
+    judge(&tally, over_rate, finished, &mut findings);
     let report = Report::new(
         header(&ctx, "fanout", deadline),
         findings,
-        cpu,
+        tally.cpu,
         !finished,
-        results,
+        tally.results,
     );
     f.close().await;
     report.emit(args.common.json)
@@ -674,17 +675,23 @@ pub struct FanoutResults {
     pub server_cpu_s_per_million_deliveries: Option<f64>,
 }
 
+/// What a run counted: the reported numbers, and the few facts only the
+/// judgement needs. Kept apart from the judging so that each reads on its
+/// own, and the judging can be checked without running a test.
+struct Tally {
+    results: FanoutResults,
+    cpu: Option<CpuWindow>,
+    /// The subscriber that missed the most deliveries, and how many.
+    worst: Option<(usize, u64)>,
+    /// Deliveries had stopped coming when the drain ended.
+    stalled: bool,
+    /// Connections that got a shutdown event during the run.
+    shutdowns: u64,
+}
+
 impl Fanout {
-    /// The numbers, and what they say about the server. With `over_rate`
-    /// (the run asked more of a connection than the server's announced rate
-    /// limit) the limit's effects are the tester's error, not misbehaviour.
-    /// `finished`: the drain ran to its end (the deadline did not cut it).
-    fn results(
-        &self,
-        findings: &mut Findings,
-        over_rate: bool,
-        finished: bool,
-    ) -> (FanoutResults, Option<super::sys::CpuWindow>) {
+    /// Collects the numbers: per subscriber, per publisher and per room.
+    fn tally(&self) -> Tally {
         let p = &self.p;
         let mut lost = 0;
         let mut in_flight = 0;
@@ -809,142 +816,137 @@ impl Fanout {
             server_cpu_us_per_delivery: server_us,
             server_cpu_s_per_million_deliveries: server_us,
         };
+        Tally {
+            results,
+            cpu,
+            worst,
+            stalled: self.stalled.load(Ordering::Relaxed),
+            shutdowns: self.closes.shutdown_events.load(Ordering::Relaxed),
+        }
+    }
+}
 
-        // Judge.
-        results.connections.judge(findings, false);
-        let is_flooding = |c: &CloseCount| c.code == 1008 && c.reason.contains("flood");
-        let flooded: u64 = count_closes(&results.close_codes_seen, is_flooding);
-        if over_rate && flooded > 0 {
-            findings.error(format!(
-                "{flooded} publishers were closed for flooding (1008): the server's rate limit \
-                 is below --rate"
-            ));
-            let others: Vec<String> = results
-                .close_codes_seen
-                .iter()
-                .filter(|c| !is_flooding(c))
-                .map(|c| format!("{} × {} ({})", c.count, c.code, c.reason))
-                .collect();
-            if !others.is_empty() {
-                findings.problem(format!(
-                    "connections were closed by the server or lost during the run: {}",
-                    others.join(", ")
-                ));
-            }
-            let shutdowns = self.closes.shutdown_events.load(Ordering::Relaxed);
-            if shutdowns > 0 {
-                findings.problem(format!(
-                    "{shutdowns} connections got a shutdown event during the run"
-                ));
-            }
-        } else {
-            self.closes.judge(findings);
-        }
-        let r = &results;
-        if r.lost > 0 {
-            let worst = worst.map_or(String::new(), |(i, n)| {
-                format!(" (worst: subscriber {i} missed {n})")
-            });
+/// What the numbers say about the server. With `over_rate` (the run asked
+/// more of a connection than the server's announced rate limit) the limit's
+/// effects are the tester's error, not misbehaviour. `finished`: the drain
+/// ran to its end (the deadline did not cut it).
+fn judge(t: &Tally, over_rate: bool, finished: bool, findings: &mut Findings) {
+    let r = &t.results;
+    r.connections.judge(findings, false);
+    let is_flooding = |c: &CloseCount| c.code == 1008 && c.reason.contains("flood");
+    let flooded: u64 = count_closes(&r.close_codes_seen, is_flooding);
+    if over_rate && flooded > 0 {
+        findings.error(format!(
+            "{flooded} publishers were closed for flooding (1008): the server's rate limit \
+             is below --rate"
+        ));
+        let others: Vec<CloseCount> = r
+            .close_codes_seen
+            .iter()
+            .filter(|c| !is_flooding(c))
+            .cloned()
+            .collect();
+        if !others.is_empty() {
             findings.problem(format!(
-                "{} deliveries lost: messages a subscriber never received from a publisher \
-                 of its room{worst}",
-                r.lost
+                "connections were closed by the server or lost during the run: {}",
+                net::describe_closes(&others)
             ));
         }
-        let closed: u64 = r.close_codes_seen.iter().map(|c| c.count).sum();
-        let stalled = self.stalled.load(Ordering::Relaxed);
-        if r.undelivered_at_end > 0 && r.missing_replies == 0 && finished && stalled && closed == 0
-        {
-            // Every say was answered, no connection closed, and deliveries
-            // had stopped: a backlog would still be draining. (Closes are
-            // reported on their own above.)
-            findings.problem(format!(
-                "{} acknowledged deliveries never arrived: every say was answered, every \
+        net::judge_shutdowns(t.shutdowns, findings);
+    } else {
+        net::judge_closes(&r.close_codes_seen, t.shutdowns, findings);
+    }
+    let worst = t.worst.map_or(String::new(), |(i, n)| {
+        format!(" (worst: subscriber {i} missed {n})")
+    });
+    findings.problem_if(r.lost, |n| {
+        format!(
+            "{n} deliveries lost: messages a subscriber never received from a publisher \
+             of its room{worst}"
+        )
+    });
+    let closed: u64 = r.close_codes_seen.iter().map(|c| c.count).sum();
+    if r.missing_replies == 0 && finished && t.stalled && closed == 0 {
+        // Every say was answered, no connection closed, and deliveries
+        // had stopped: a backlog would still be draining. (Closes are
+        // reported on their own above.)
+        findings.problem_if(r.undelivered_at_end, |n| {
+            format!(
+                "{n} acknowledged deliveries never arrived: every say was answered, every \
                  connection stayed open, and no delivery came in the last {} s",
-                r.undelivered_at_end,
                 STALL_WINDOW.as_secs()
-            ));
-        } else if r.undelivered_at_end > 0 {
-            findings.warn(format!(
-                "{} deliveries had not arrived when the drain ended: the server or the tester \
-                 was more than --drain behind (not counted as lost; see latency)",
-                r.undelivered_at_end
-            ));
-        }
-        if r.duplicates > 0 {
-            findings.problem(format!(
-                "{} duplicate deliveries (same publisher sequence twice)",
-                r.duplicates
-            ));
-        }
-        if r.reordered > 0 {
-            findings.problem(format!(
-                "{} deliveries out of order (a publisher's message after a later one)",
-                r.reordered
-            ));
-        }
-        if r.seq_gaps + r.seq_duplicates + r.seq_reordered > 0 {
-            findings.problem(format!(
-                "room seq numbering broken as seen by subscribers: {} missing, {} duplicate, \
-                 {} out of order",
-                r.seq_gaps, r.seq_duplicates, r.seq_reordered
-            ));
-        }
-        if r.foreign_messages > 0 {
-            findings.problem(format!(
-                "{} messages in this run's rooms that no publisher of the run sent to that room",
-                r.foreign_messages
-            ));
-        }
-        if r.missing_replies > 0 && over_rate && flooded > 0 {
-            findings.error(format!(
-                "{} say requests got no reply: in flight when their publisher was closed \
-                 for flooding",
-                r.missing_replies
-            ));
-        } else if r.missing_replies > 0 {
-            // Replies come in request order on a connection that stayed
-            // open (closes are judged above), so these are a tail still in
-            // flight, not holes.
-            findings.warn(format!(
-                "{} say requests had no reply yet when the drain ended (sent {}, ok {}, \
+            )
+        });
+    } else {
+        findings.warn_if(r.undelivered_at_end, |n| {
+            format!(
+                "{n} deliveries had not arrived when the drain ended: the server or the \
+                 tester was more than --drain behind (not counted as lost; see latency)"
+            )
+        });
+    }
+    findings.problem_if(r.duplicates, |n| {
+        format!("{n} duplicate deliveries (same publisher sequence twice)")
+    });
+    findings.problem_if(r.reordered, |n| {
+        format!("{n} deliveries out of order (a publisher's message after a later one)")
+    });
+    findings.seq_numbering("subscribers", r.seq_gaps, r.seq_duplicates, r.seq_reordered);
+    findings.problem_if(r.foreign_messages, |n| {
+        format!(
+            "{n} messages in this run's rooms that no publisher of the run sent to that \
+             room"
+        )
+    });
+    if over_rate && flooded > 0 {
+        findings.error_if(r.missing_replies, |n| {
+            format!(
+                "{n} say requests got no reply: in flight when their publisher was closed \
+                 for flooding"
+            )
+        });
+    } else {
+        // Replies come in request order on a connection that stayed open
+        // (closes are judged above), so these are a tail still in flight,
+        // not holes.
+        findings.warn_if(r.missing_replies, |n| {
+            format!(
+                "{n} say requests had no reply yet when the drain ended (sent {}, ok {}, \
                  errors {}): the server was behind by more than --drain",
-                r.missing_replies,
                 r.sent_total,
                 r.replies_ok,
                 r.reply_errors.values().sum::<u64>()
-            ));
-        }
-        let (limited, other): (Vec<_>, Vec<_>) = r
-            .reply_errors
-            .iter()
-            .map(|(e, n)| (e, format!("{n} × {e}")))
-            .partition(|(e, _)| over_rate && e.starts_with("rate_limited"));
-        if !limited.is_empty() {
-            let list: Vec<String> = limited.into_iter().map(|(_, s)| s).collect();
-            findings.error(format!(
-                "the server refused messages over its rate limit (start it with --rate 0): {}",
-                list.join("; ")
-            ));
-        }
-        if !other.is_empty() {
-            let list: Vec<String> = other.into_iter().map(|(_, s)| s).collect();
-            findings.problem(format!("error replies to say: {}", list.join("; ")));
-        }
-        if r.max_publisher_lag_ms > 100.0 {
-            findings.warn(format!(
-                "publishers fell up to {} behind their schedule (the server's backpressure \
-                 on their sends, or an overloaded tester)",
-                ms(r.max_publisher_lag_ms)
-            ));
-        }
-        if r.target_send_rate_per_s > 0.0 && r.send_rate_per_s < 0.95 * r.target_send_rate_per_s {
-            findings.warn(format!(
-                "publishers achieved {:.0} msg/s of the {:.0} msg/s asked for",
-                r.send_rate_per_s, r.target_send_rate_per_s
-            ));
-        }
-        (results, cpu)
+            )
+        });
+    }
+    let (limited, other): (Vec<_>, Vec<_>) = r
+        .reply_errors
+        .iter()
+        .map(|(e, n)| (e, format!("{n} × {e}")))
+        .partition(|(e, _)| over_rate && e.starts_with("rate_limited"));
+    if !limited.is_empty() {
+        let list: Vec<String> = limited.into_iter().map(|(_, s)| s).collect();
+        findings.error(format!(
+            "the server refused messages over its rate limit (start it with --rate 0): {}",
+            list.join("; ")
+        ));
+    }
+    if !other.is_empty() {
+        let list: Vec<String> = other.into_iter().map(|(_, s)| s).collect();
+        findings.problem(format!("error replies to say: {}", list.join("; ")));
+    }
+    if r.max_publisher_lag_ms > 100.0 {
+        findings.warn(format!(
+            "publishers fell up to {} behind their schedule (the server's backpressure \
+             on their sends, or an overloaded tester)",
+            ms(r.max_publisher_lag_ms)
+        ));
+    }
+    if r.target_send_rate_per_s > 0.0 && r.send_rate_per_s < 0.95 * r.target_send_rate_per_s {
+        findings.warn(format!(
+            "publishers achieved {:.0} msg/s of the {:.0} msg/s asked for",
+            r.send_rate_per_s, r.target_send_rate_per_s
+        ));
     }
 }
 
@@ -1046,6 +1048,182 @@ mod tests {
         assert!(Payload::parse("zzz 7 42 1 m", "abc123").is_none());
         assert!(Payload::parse("abc123 7 42 1 q", "abc123").is_none());
         assert!(Payload::parse("hello", "abc123").is_none());
+    }
+
+    /// A run where every counter is zero: nothing to judge.
+    fn quiet() -> Tally {
+        Tally {
+            results: FanoutResults {
+                subscribers: 3,
+                publishers: 2,
+                rooms: 1,
+                rate_per_publisher: 20.0,
+                warmup_s: 0.0,
+                duration_s: 1.0,
+                connections: ConnectSummary {
+                    connected: 5,
+                    refused_503: 0,
+                    failed: 0,
+                    failed_tester_side: 0,
+                    join_failed: 0,
+                    connect_time: None,
+                    failure_reasons: vec![],
+                },
+                sent_total: 40,
+                sent: 40,
+                send_rate_per_s: 40.0,
+                target_send_rate_per_s: 40.0,
+                max_publisher_lag_ms: 0.0,
+                replies_ok: 40,
+                missing_replies: 0,
+                reply_errors: BTreeMap::new(),
+                expected_deliveries: 120,
+                deliveries: 120,
+                deliveries_per_s: 120.0,
+                lost: 0,
+                undelivered_at_end: 0,
+                duplicates: 0,
+                reordered: 0,
+                seq_gaps: 0,
+                seq_duplicates: 0,
+                seq_reordered: 0,
+                foreign_messages: 0,
+                latency: None,
+                close_codes_seen: vec![],
+                server_cpu_us_per_delivery: None,
+                server_cpu_s_per_million_deliveries: None,
+            },
+            cpu: None,
+            worst: None,
+            stalled: false,
+            shutdowns: 0,
+        }
+    }
+
+    fn close(code: u16, count: u64, reason: &str) -> CloseCount {
+        CloseCount {
+            code,
+            count,
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn a_quiet_run_is_clean() {
+        let mut f = Findings::default();
+        judge(&quiet(), false, true, &mut f);
+        assert_eq!(f.exit_code(), 0);
+        assert!(f.problems.is_empty() && f.errors.is_empty() && f.warnings.is_empty());
+    }
+
+    /// The wording of every delivery check, pinned: scripts and people read
+    /// these lines.
+    #[test]
+    fn delivery_faults_are_problems() {
+        let mut t = quiet();
+        let r = &mut t.results;
+        (r.lost, r.duplicates, r.reordered, r.foreign_messages) = (5, 1, 2, 4);
+        (r.seq_gaps, r.seq_duplicates, r.seq_reordered) = (1, 0, 3);
+        r.undelivered_at_end = 7;
+        r.reply_errors.insert("bad_request".into(), 2);
+        t.worst = Some((2, 3));
+        t.stalled = true;
+        let mut f = Findings::default();
+        judge(&t, false, true, &mut f);
+        assert_eq!(
+            f.problems,
+            [
+                "5 deliveries lost: messages a subscriber never received from a publisher of \
+                 its room (worst: subscriber 2 missed 3)",
+                "7 acknowledged deliveries never arrived: every say was answered, every \
+                 connection stayed open, and no delivery came in the last 1 s",
+                "1 duplicate deliveries (same publisher sequence twice)",
+                "2 deliveries out of order (a publisher's message after a later one)",
+                "room seq numbering broken as seen by subscribers: 1 missing, 0 duplicate, 3 \
+                 out of order",
+                "4 messages in this run's rooms that no publisher of the run sent to that room",
+                "error replies to say: 2 × bad_request",
+            ]
+        );
+        assert!(f.errors.is_empty() && f.warnings.is_empty());
+        assert_eq!(f.exit_code(), 1);
+    }
+
+    #[test]
+    fn a_slow_run_only_warns() {
+        let mut t = quiet();
+        let r = &mut t.results;
+        r.undelivered_at_end = 7;
+        (r.missing_replies, r.replies_ok) = (3, 37);
+        r.max_publisher_lag_ms = 250.0;
+        r.send_rate_per_s = 30.0;
+        let mut f = Findings::default();
+        judge(&t, false, true, &mut f);
+        assert_eq!(
+            f.warnings,
+            [
+                "7 deliveries had not arrived when the drain ended: the server or the tester \
+                 was more than --drain behind (not counted as lost; see latency)",
+                "3 say requests had no reply yet when the drain ended (sent 40, ok 37, errors \
+                 0): the server was behind by more than --drain",
+                "publishers fell up to 250.0 ms behind their schedule (the server's \
+                 backpressure on their sends, or an overloaded tester)",
+                "publishers achieved 30 msg/s of the 40 msg/s asked for",
+            ]
+        );
+        assert!(f.problems.is_empty() && f.errors.is_empty());
+    }
+
+    #[test]
+    fn closes_are_problems() {
+        let mut t = quiet();
+        t.results.close_codes_seen = vec![close(1001, 2, ""), close(1011, 1, "oops")];
+        t.shutdowns = 2;
+        let mut f = Findings::default();
+        judge(&t, false, true, &mut f);
+        assert_eq!(
+            f.problems,
+            [
+                "3 connections were closed by the server or lost during the run: 2 × 1001, \
+                 1 × 1011 (oops)",
+                "2 connections got a shutdown event during the run",
+            ]
+        );
+    }
+
+    /// Over the server's rate limit, flooding closes and rate_limited
+    /// replies are the tester's error; other closes and errors still count.
+    #[test]
+    fn over_the_rate_limit_flooding_is_the_testers_error() {
+        let mut t = quiet();
+        let r = &mut t.results;
+        r.close_codes_seen = vec![close(1001, 1, ""), close(1008, 2, "flooding")];
+        r.missing_replies = 4;
+        r.reply_errors.insert("rate_limited".into(), 3);
+        r.reply_errors.insert("bad_request".into(), 1);
+        t.shutdowns = 1;
+        let mut f = Findings::default();
+        judge(&t, true, true, &mut f);
+        assert_eq!(
+            f.errors,
+            [
+                "2 publishers were closed for flooding (1008): the server's rate limit is \
+                 below --rate",
+                "4 say requests got no reply: in flight when their publisher was closed for \
+                 flooding",
+                "the server refused messages over its rate limit (start it with --rate 0): \
+                 3 × rate_limited",
+            ]
+        );
+        assert_eq!(
+            f.problems,
+            [
+                "connections were closed by the server or lost during the run: 1 × 1001 ()",
+                "1 connections got a shutdown event during the run",
+                "error replies to say: 1 × bad_request",
+            ]
+        );
+        assert!(f.warnings.is_empty());
     }
 
     #[test]

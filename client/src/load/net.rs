@@ -17,6 +17,7 @@ use natter_protocol::{Reply, Request, ServerMessage, Welcome};
 use serde::{Deserialize, Serialize};
 
 use super::progress::Progress;
+use super::report::Findings;
 use super::stats::{Percentiles, SharedHist, lock};
 
 /// Longest a single connect (TCP + upgrade + welcome) may take.
@@ -265,35 +266,25 @@ impl ConnectSummary {
 
     /// Adds the failures to the findings: refusals count as a problem
     /// unless `refusals_ok`.
-    pub fn judge(&self, findings: &mut super::report::Findings, refusals_ok: bool) {
-        if self.failed > 0 {
-            findings.problem(format!(
-                "{} connection attempts failed: {}",
-                self.failed,
-                self.failure_reasons.join("; ")
-            ));
+    pub fn judge(&self, findings: &mut Findings, refusals_ok: bool) {
+        let reasons = self.failure_reasons.join("; ");
+        findings.problem_if(self.failed, |n| {
+            format!("{n} connection attempts failed: {reasons}")
+        });
+        findings.problem_if(self.join_failed, |n| {
+            format!("{n} connections could not join their room: {reasons}")
+        });
+        if !refusals_ok {
+            findings.problem_if(self.refused_503, |n| {
+                format!(
+                    "{n} connections were refused with 503 (server at its connection cap; \
+                     start it with a larger --max-connections)"
+                )
+            });
         }
-        if self.join_failed > 0 {
-            findings.problem(format!(
-                "{} connections could not join their room: {}",
-                self.join_failed,
-                self.failure_reasons.join("; ")
-            ));
-        }
-        if self.refused_503 > 0 && !refusals_ok {
-            findings.problem(format!(
-                "{} connections were refused with 503 (server at its connection cap; \
-                 start it with a larger --max-connections)",
-                self.refused_503
-            ));
-        }
-        if self.failed_tester_side > 0 {
-            findings.error(format!(
-                "{} connections failed on the tester's side: {}",
-                self.failed_tester_side,
-                self.failure_reasons.join("; ")
-            ));
-        }
+        findings.error_if(self.failed_tester_side, |n| {
+            format!("{n} connections failed on the tester's side: {reasons}")
+        });
     }
 }
 
@@ -362,38 +353,54 @@ impl CloseLog {
             .collect()
     }
 
-    pub fn line(&self) -> String {
-        let s = self.summary();
-        if s.is_empty() {
-            return "none".into();
-        }
-        s.iter()
-            .map(|c| {
-                if c.reason.is_empty() {
-                    format!("{} × {}", c.count, c.code)
-                } else {
-                    format!("{} × {} ({})", c.count, c.code, c.reason)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+    /// Closes by the server, and shutdown events, during the run are
+    /// problems: a load test expects every connection to stay open.
+    pub fn judge(&self, findings: &mut Findings) {
+        judge_closes(
+            &self.summary(),
+            self.shutdown_events.load(Ordering::Relaxed),
+            findings,
+        );
     }
+}
 
-    pub fn judge(&self, findings: &mut super::report::Findings) {
-        let n = self.unexpected();
-        if n > 0 {
-            findings.problem(format!(
-                "{n} connections were closed by the server or lost during the run: {}",
-                self.line()
-            ));
-        }
-        let s = self.shutdown_events.load(Ordering::Relaxed);
-        if s > 0 {
-            findings.problem(format!(
-                "{s} connections got a shutdown event during the run"
-            ));
-        }
+/// "none", or "N × CODE (reason), …" leaving out an empty reason.
+fn close_line(closes: &[CloseCount]) -> String {
+    if closes.is_empty() {
+        return "none".into();
     }
+    closes
+        .iter()
+        .map(|c| {
+            if c.reason.is_empty() {
+                format!("{} × {}", c.count, c.code)
+            } else {
+                format!("{} × {} ({})", c.count, c.code, c.reason)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// [`CloseLog::judge`] over closes already summed up, for a test that
+/// judges its tallied numbers rather than the live log.
+pub fn judge_closes(closes: &[CloseCount], shutdowns: u64, findings: &mut Findings) {
+    let n = closes.iter().map(|c| c.count).sum();
+    findings.problem_if(n, |n| {
+        format!(
+            "{n} connections were closed by the server or lost during the run: {}",
+            close_line(closes)
+        )
+    });
+    judge_shutdowns(shutdowns, findings);
+}
+
+/// Shutdown events during the run are a problem: the server announced it
+/// was going away while the test needed it.
+pub fn judge_shutdowns(shutdowns: u64, findings: &mut Findings) {
+    findings.problem_if(shutdowns, |n| {
+        format!("{n} connections got a shutdown event during the run")
+    });
 }
 
 /// Counts running reader tasks; a task holds one [`AliveGuard`].

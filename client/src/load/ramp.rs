@@ -14,13 +14,13 @@ use natter::{LeanReceiver, LeanSender};
 use natter_protocol::{Reply, ServerMessage};
 use serde::Serialize;
 
+use super::common::{CommonArgs, check_rate, header, seconds, setup, usage};
 use super::net::{
     self, Alive, AliveGuard, CloseCount, CloseLog, ConnectStats, ConnectSummary, Ctx,
 };
 use super::report::{Findings, Lines, Report, Summary};
 use super::stats::{SeqTracker, lock, ms, percentile};
 use super::sys::CpuSnapshot;
-use super::{CommonArgs, check_rate, header, seconds, setup, usage};
 
 #[derive(Args, Debug)]
 pub struct RampArgs {
@@ -441,12 +441,7 @@ impl Ramp {
             dups += t.duplicates;
             late += t.late;
         }
-        if gaps + dups + late > 0 {
-            findings.problem(format!(
-                "room seq numbering broken as seen by members: {gaps} missing, {dups} \
-                 duplicate, {late} out of order"
-            ));
-        }
+        findings.seq_numbering("members", gaps, dups, late);
         let stop_reason = lock(&self.stop_reason).clone().unwrap_or_else(|| {
             if finished {
                 "unknown".into()

@@ -30,18 +30,62 @@ pub struct Findings {
 }
 
 impl Findings {
+    /// Server misbehaviour: makes the run exit 1.
     pub fn problem(&mut self, s: impl Into<String>) {
         self.problems.push(s.into());
     }
 
+    /// Trouble on the tester's side: makes the run exit 2 unless the server
+    /// also misbehaved.
     pub fn error(&mut self, s: impl Into<String>) {
         self.errors.push(s.into());
     }
 
+    /// Worth knowing; leaves the exit code as it is.
     pub fn warn(&mut self, s: impl Into<String>) {
         self.warnings.push(s.into());
     }
 
+    /// A problem worded by `says(n)` when `n` is not zero. Most of a test's
+    /// judgement is this shape, a count of something a correct server never
+    /// does, so every test judges its counters with it and the `> 0`
+    /// guards cannot drift apart.
+    pub fn problem_if(&mut self, n: u64, says: impl FnOnce(u64) -> String) {
+        if n > 0 {
+            self.problem(says(n));
+        }
+    }
+
+    /// An error worded by `says(n)` when `n` is not zero: a count of things
+    /// that went wrong on the tester's side.
+    pub fn error_if(&mut self, n: u64, says: impl FnOnce(u64) -> String) {
+        if n > 0 {
+            self.error(says(n));
+        }
+    }
+
+    /// A warning worded by `says(n)` when `n` is not zero: a count worth
+    /// knowing that does not make the run fail.
+    pub fn warn_if(&mut self, n: u64, says: impl FnOnce(u64) -> String) {
+        if n > 0 {
+            self.warn(says(n));
+        }
+    }
+
+    /// The room's seq numbering as `seen_by` saw it: gaps, duplicates and
+    /// reordering of the server's per-room seq. Fanout, churn and ramp all
+    /// check it, with one wording.
+    pub fn seq_numbering(&mut self, seen_by: &str, gaps: u64, dups: u64, late: u64) {
+        self.problem_if(gaps + dups + late, |_| {
+            format!(
+                "room seq numbering broken as seen by {seen_by}: {gaps} missing, {dups} \
+                 duplicate, {late} out of order"
+            )
+        });
+    }
+
+    /// 0, 1 or 2. Problems outrank errors: a misbehaving server is the
+    /// finding that matters even when the tester also struggled.
     pub fn exit_code(&self) -> u8 {
         if !self.problems.is_empty() {
             EXIT_MISBEHAVIOUR
@@ -227,6 +271,30 @@ mod tests {
         assert_eq!(f.exit_code(), EXIT_ERROR);
         f.problem("p");
         assert_eq!(f.exit_code(), EXIT_MISBEHAVIOUR);
+    }
+
+    #[test]
+    fn counted_checks_fire_only_on_a_count() {
+        let mut f = Findings::default();
+        f.problem_if(0, |n| format!("{n} lost"));
+        f.error_if(0, |n| format!("{n} local"));
+        f.warn_if(0, |n| format!("{n} late"));
+        f.seq_numbering("x", 0, 0, 0);
+        assert!(f.problems.is_empty() && f.errors.is_empty() && f.warnings.is_empty());
+        f.problem_if(3, |n| format!("{n} lost"));
+        f.error_if(2, |n| format!("{n} local"));
+        f.warn_if(1, |n| format!("{n} late"));
+        f.seq_numbering("the observer", 1, 0, 2);
+        assert_eq!(
+            f.problems,
+            [
+                "3 lost",
+                "room seq numbering broken as seen by the observer: 1 missing, 0 duplicate, \
+                 2 out of order"
+            ]
+        );
+        assert_eq!(f.errors, ["2 local"]);
+        assert_eq!(f.warnings, ["1 late"]);
     }
 
     #[test]

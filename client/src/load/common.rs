@@ -1,0 +1,198 @@
+//! The frame every load test shares: the common options, checking them,
+//! probing the server, and the report header. Apart from `load/mod.rs` so
+//! that the tests depend on it while `mod.rs` depends only on the tests
+//! (no import circle between the module root and its tests).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use clap::Args;
+use natter::Client;
+
+use super::net::{self, Ctx};
+use super::progress::Progress;
+use super::report::{self, EXIT_ERROR, Findings};
+use super::sys;
+
+/// Options every load test takes.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Common options")]
+pub struct CommonArgs {
+    /// Server URL: the server's WebSocket endpoint.
+    #[arg(default_value = "ws://127.0.0.1:7878/ws")]
+    pub url: String,
+
+    /// Bind client sockets round-robin to 127.0.0.1 … 127.0.0.N (1–254), so
+    /// more connections fit than one source address has ephemeral ports
+    /// (about 28 000). Only for servers on loopback. 0 lets the system pick.
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=254))]
+    pub source_ips: u8,
+
+    /// PID of the server process (on this machine): adds its CPU time used
+    /// in the measured window (CPU per delivery) and its resident memory
+    /// (VmRSS) to the report, read from /proc.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+
+    /// Most connection handshakes (connect + upgrade + welcome + join) in
+    /// progress at once. More than the server needs to reach its connect
+    /// rate only adds waiting to every connect time (on a 2-core box natter
+    /// reached the same rate with 64 as with 256, at a quarter of the
+    /// latency).
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub in_flight: u64,
+
+    /// Hard limit on the whole run, in seconds; the run then stops and
+    /// reports what it has (and exits 1). Default: derived from the other
+    /// options with a generous margin.
+    #[arg(long, value_name = "SECS")]
+    pub deadline: Option<f64>,
+
+    /// Print one JSON object (the full report) on stdout instead of the
+    /// readable summary.
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress bar on stderr (it is also hidden when stderr is not a
+    /// terminal).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Reports a usage error (exit 2).
+pub fn usage(why: &str) -> ExitCode {
+    eprintln!("natter load: {why}");
+    ExitCode::from(EXIT_ERROR)
+}
+
+/// Checks a number of seconds given on the command line.
+pub fn seconds(name: &str, v: f64, allow_zero: bool) -> Result<Duration, ExitCode> {
+    let ok = v.is_finite() && (v > 0.0 || (allow_zero && v == 0.0)) && v < 1e7;
+    if ok {
+        Ok(Duration::from_secs_f64(v))
+    } else if allow_zero {
+        Err(usage(&format!("{name} must be a number of seconds >= 0")))
+    } else {
+        Err(usage(&format!("{name} must be a number of seconds > 0")))
+    }
+}
+
+/// The common start of every test: check the options, raise the
+/// open-files limit, probe the server. `connections` is how many
+/// connections the run may hold at once. Setup notes go into `findings`.
+pub async fn setup(
+    common: &CommonArgs,
+    connections: usize,
+    findings: &mut Findings,
+) -> Result<Arc<Ctx>, ExitCode> {
+    if let Some(pid) = common.server_pid.filter(|&pid| !sys::process_exists(pid)) {
+        return Err(usage(&format!(
+            "--server-pid {pid}: no such process readable in /proc"
+        )));
+    }
+    if let Some(d) = common.deadline {
+        seconds("--deadline", d, false)?;
+    }
+    match sys::raise_nofile_limit() {
+        Some(soft) if (soft as usize) < connections + 64 => findings.warn(format!(
+            "the open-files limit is {soft}, below the {connections} connections this run \
+             may open (run as root, or raise the hard limit with ulimit -Hn)"
+        )),
+        _ => {}
+    }
+    if common.source_ips == 0 && connections > 28_000 {
+        findings.warn(
+            "more than ~28 000 connections from one source address can exhaust the \
+             ephemeral ports: use --source-ips",
+        );
+    }
+    let run_id = net::run_id();
+    // Probe from the last source address: it checks the server answers
+    // and that the source addresses can be bound.
+    let probe_ip = net::source_ip(
+        common.source_ips,
+        usize::from(common.source_ips).saturating_sub(1),
+    );
+    let options = natter::ConnectOptions {
+        source_ip: probe_ip,
+    };
+    let probe = natter_runtime::timeout(
+        Duration::from_secs(10),
+        Client::connect_lean(&common.url, &options),
+    )
+    .await;
+    let mut probe = match probe {
+        Some(Ok(conn)) => conn,
+        Some(Err(e)) => {
+            eprintln!(
+                "natter load: cannot connect to {}: {}",
+                common.url,
+                net::describe(&e)
+            );
+            return Err(ExitCode::from(EXIT_ERROR));
+        }
+        None => {
+            eprintln!(
+                "natter load: cannot connect to {}: no welcome within 10 s",
+                common.url
+            );
+            return Err(ExitCode::from(EXIT_ERROR));
+        }
+    };
+    let _ = probe.sender.close().await;
+    let _ = natter_runtime::timeout(Duration::from_secs(2), async {
+        while probe.receiver.next_text().await.is_some() {}
+    })
+    .await;
+    let progress = Progress::new(common.quiet);
+    Ok(Arc::new(Ctx {
+        url: common.url.clone(),
+        source_ips: common.source_ips,
+        in_flight: common.in_flight as usize,
+        server_pid: common.server_pid,
+        run_id,
+        welcome: probe.welcome,
+        progress,
+        stop: AtomicBool::new(false),
+    }))
+}
+
+/// Warns (now on stderr, and in the report) when the server rate-limits
+/// below what the test will ask of one connection; returns whether it does.
+pub fn check_rate(ctx: &Ctx, per_connection: f64, findings: &mut Findings) -> bool {
+    let limits = &ctx.welcome.limits;
+    if limits.rate_per_sec > 0 && per_connection > f64::from(limits.rate_per_sec) {
+        let w = format!(
+            "the server rate-limits each connection to {}/s (burst {}) but this run sends \
+             {per_connection}/s per connection: expect rate_limited errors and flooding \
+             closes; start the server with --rate 0 for load tests",
+            limits.rate_per_sec, limits.burst
+        );
+        ctx.progress.note(&format!("natter load: warning: {w}"));
+        findings.warn(w);
+        return true;
+    }
+    if limits.rate_per_sec > 0 {
+        findings.warn(format!(
+            "the server rate-limits each connection to {}/s (burst {}); load tests expect \
+             it started with --rate 0",
+            limits.rate_per_sec, limits.burst
+        ));
+    }
+    false
+}
+
+/// The report header for a test.
+pub fn header(ctx: &Ctx, test: &'static str, deadline: Duration) -> report::Header {
+    report::Header {
+        test,
+        url: ctx.url.clone(),
+        server: ctx.welcome.server.clone(),
+        run_id: ctx.run_id.clone(),
+        deadline_s: deadline.as_secs_f64(),
+    }
+}
