@@ -42,6 +42,9 @@ use crate::outbox::{Outbox, Side};
 use crate::rate::{FloodMeter, TokenBucket};
 use crate::state::ServerState;
 
+/// The `server` field of `welcome`.
+const SERVER_NAME: &str = concat!("natter ", env!("CARGO_PKG_VERSION"));
+
 /// How long the writer may take to deliver what is left and close, once
 /// the reader has stopped (shutdown has its own, server-wide grace period).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -155,7 +158,7 @@ async fn serve(
             encode(&ServerMessage::Welcome(Welcome {
                 nick: nick.to_owned(),
                 protocol: PROTOCOL_VERSION,
-                server: crate::SERVER_NAME.to_owned(),
+                server: SERVER_NAME.to_owned(),
                 limits,
                 nick_error,
             }))

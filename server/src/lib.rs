@@ -44,6 +44,3 @@ mod writer;
 pub use config::Config;
 pub use registry::RegistryCounts;
 pub use server::{Server, ServerError, ServerHandle, Stats};
-
-/// The `server` field of `welcome`.
-pub(crate) const SERVER_NAME: &str = concat!("natter ", env!("CARGO_PKG_VERSION"));

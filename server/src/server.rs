@@ -291,7 +291,7 @@ mod tests {
     #[test]
     fn connection_task_stays_small() {
         natter_runtime::block_on(async {
-            let server = super::Server::bind(crate::Config::local()).await.unwrap();
+            let server = super::Server::bind(crate::config::Config::local()).await.unwrap();
             let stream = natter_runtime::connect(server.local_addr()).await.unwrap();
             let peer = stream.local_addr().unwrap();
             let task = crate::connection::run(stream, peer, 1, server.state.clone());
