@@ -6,6 +6,11 @@
 #
 #   bench/run.sh [REPEATS] [SCENARIO...]
 #
+# A/B: with SERVERS="LABEL=BINARY LABEL=BINARY ..." in the environment,
+# each scenario's runs alternate between those server binaries (same
+# tester, same minutes, so a slow period of the host hits all of them
+# alike), and one table per label is printed.
+#
 # Scenarios: fanout-small fanout-large fanout-xl rooms conns conns-10k ramp (default:
 # all). Raw JSON of every run goes to bench/results/<timestamp>/.
 # Everything runs on loopback, is bounded by natter load's own deadlines
@@ -19,10 +24,10 @@ scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout-small fanout-large fanout-xl rooms conns conns-10k ramp)
 
 cargo build --release -q -p natter-server -p natter
-server_bin=target/release/natter-server
 load_bin=target/release/natter
 out_dir=bench/results/$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$out_dir"
+servers=(${SERVERS:-current=target/release/natter-server})
+for s in "${servers[@]}"; do mkdir -p "$out_dir/${s%%=*}"; done
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
@@ -52,15 +57,21 @@ args_for() {
 for scenario in "${scenarios[@]}"; do
   args=$(args_for "$scenario")
   for i in $(seq "$repeats"); do
-    start_server "$out_dir/server-$scenario-$i" "$server_bin" --listen 127.0.0.1:0 --rate 0 \
-      --max-connections 19500 --queue 4096 --max-rooms 10000
-    echo "== $scenario run $i: natter load $args" >&2
-    # shellcheck disable=SC2086
-    timeout 600 "$load_bin" load $args "$url" --server-pid "$server_pid" --json --quiet \
-      > "$out_dir/$scenario-$i.json" || true
-    stop_server
+    for s in "${servers[@]}"; do
+      label=${s%%=*} server_bin=${s#*=} dir=$out_dir/${s%%=*}
+      start_server "$dir/server-$scenario-$i" "$server_bin" --listen 127.0.0.1:0 --rate 0 \
+        --max-connections 19500 --queue 4096 --max-rooms 10000
+      echo "== $scenario run $i ($label): natter load $args" >&2
+      # shellcheck disable=SC2086
+      timeout 600 "$load_bin" load $args "$url" --server-pid "$server_pid" --json --quiet \
+        > "$dir/$scenario-$i.json" || true
+      stop_server
+    done
   done
 done
 
-python3 bench/table.py "$out_dir" "${scenarios[@]}"
+for s in "${servers[@]}"; do
+  [ ${#servers[@]} -eq 1 ] || echo "### ${s%%=*} (${s#*=})"
+  python3 bench/table.py "$out_dir/${s%%=*}" "${scenarios[@]}"
+done
 echo "raw results: $out_dir" >&2

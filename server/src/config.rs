@@ -107,7 +107,7 @@ impl Config {
     }
 
     /// The limits announced to clients in `welcome`.
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         Limits {
             max_message_bytes: self.max_message_bytes,
             max_text_bytes: self.max_text_bytes,
@@ -117,24 +117,28 @@ impl Config {
         }
     }
 
-    pub fn shutdown_grace(&self) -> Duration {
+    /// `--shutdown-grace` as a duration.
+    pub(crate) fn shutdown_grace(&self) -> Duration {
         secs(self.shutdown_grace)
     }
 
-    pub fn handshake_timeout(&self) -> Duration {
+    /// `--handshake-timeout` as a duration.
+    pub(crate) fn handshake_timeout(&self) -> Duration {
         secs(self.handshake_timeout)
     }
 
-    pub fn ping_interval(&self) -> Duration {
+    /// `--ping-interval` as a duration.
+    pub(crate) fn ping_interval(&self) -> Duration {
         secs(self.ping_interval)
     }
 
-    pub fn idle_timeout(&self) -> Duration {
+    /// `--idle-timeout` as a duration.
+    pub(crate) fn idle_timeout(&self) -> Duration {
         secs(self.idle_timeout)
     }
 
     /// Rejects settings that would make the server unusable, with a reason.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
         }

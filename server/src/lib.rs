@@ -20,6 +20,8 @@
 //! → `registry` → `broadcast` → `outbox` → `backlog`, each only looking
 //! down (`state`, `frame`, `conn_id` and `close_reason` are leaves).
 
+#![warn(missing_docs)]
+
 mod backlog;
 mod broadcast;
 mod cap;

@@ -98,7 +98,9 @@ pub(crate) enum Outgoing {
 /// Which half of the connection waits in [`Outbox::aborted`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Side {
+    /// The reader half, which stops reading requests.
     Reader = 0,
+    /// The writer half, which stops writing, even mid-frame on a full socket.
     Writer = 1,
 }
 

@@ -49,7 +49,9 @@ pub enum ServerError {
     /// The listening socket could not be opened.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The `--listen` address, as given.
         addr: String,
+        /// What the OS said.
         source: std::io::Error,
     },
 }
@@ -291,7 +293,9 @@ mod tests {
     #[test]
     fn connection_task_stays_small() {
         natter_runtime::block_on(async {
-            let server = super::Server::bind(crate::config::Config::local()).await.unwrap();
+            let server = super::Server::bind(crate::config::Config::local())
+                .await
+                .unwrap();
             let stream = natter_runtime::connect(server.local_addr()).await.unwrap();
             let peer = stream.local_addr().unwrap();
             let task = crate::connection::run(stream, peer, 1, server.state.clone());
