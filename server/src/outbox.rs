@@ -248,14 +248,16 @@ impl Outbox {
     /// connection sends can land behind it (the `shutdown` event must be
     /// the last thing before the close frame).
     pub(crate) fn push_last(&self, frame: Frame, reason: CloseReason) {
-        {
-            let mut inner = self.lock();
-            if !self.is_closed() {
-                self.own.fetch_add(1, Ordering::SeqCst);
-                inner.items.push_back(Outgoing::Text(frame, Cause::Own));
-            }
+        let mut wakes = Wakeups::default();
+        let mut inner = self.lock();
+        if self.is_closed() {
+            return;
         }
-        self.close(reason);
+        self.own.fetch_add(1, Ordering::SeqCst);
+        inner.items.push_back(Outgoing::Text(frame, Cause::Own));
+        // Closed under the same lock: no push can come between the two.
+        self.close_locked(&mut inner, reason, &mut wakes);
+        drop(inner); // then `wakes` wakes, unlocked
     }
 
     /// Queues a keepalive ping unless one is already waiting.
@@ -290,9 +292,14 @@ impl Outbox {
     pub(crate) fn close(&self, reason: CloseReason) {
         let mut wakes = Wakeups::default();
         let mut inner = self.lock();
-        if self.is_closed() {
-            return;
+        if !self.is_closed() {
+            self.close_locked(&mut inner, reason, &mut wakes);
         }
+        drop(inner); // then `wakes` wakes, unlocked
+    }
+
+    /// The close transition, with the lock held (the wakes happen after).
+    fn close_locked(&self, inner: &mut Inner, reason: CloseReason, wakes: &mut Wakeups) {
         self.closed.store(reason.code(), Ordering::SeqCst);
         // The writer must look again: to drain and finish, or to stop.
         wakes.0.extend(inner.take_parked(Writer::Running));
@@ -300,11 +307,8 @@ impl Outbox {
         if reason.discards_queue() {
             // The writer stops without taking its frames: uncount it now.
             inner.writer_runs(&self.backlog);
-            wakes
-                .0
-                .extend(inner.abort.iter_mut().filter_map(Option::take));
+            wakes.0.extend(inner.abort.iter_mut().filter_map(Option::take));
         }
-        drop(inner);
     }
 
     /// Whether the queue takes no more frames.
