@@ -1,9 +1,7 @@
-//! The real `natter-server` binary under three loads that need a process of
+//! The real `natter-server` binary under two loads that need a process of
 //! its own (its defaults, such as one executor thread, differ from the
-//! in-process servers of the other tests):
-//! - a burst of joins into one room: every member must get every `presence`
-//!   and none may be closed as a slow consumer because the server had not
-//!   yet had time to write;
+//! in-process servers of the other tests). The burst of joins, on one and
+//! on two executor threads, is in `threads.rs`.
 //! - connection churn: thousands of connect / join / disconnect cycles must
 //!   leave no registry entry (checked through the protocol: `rooms`, `who`),
 //!   no socket (/proc/PID/fd) and no memory growth proportional to the
@@ -574,87 +572,4 @@ fn out_of_file_descriptors_accept_fails_the_open_connections_go_on_and_it_recove
     });
     let status = server.stop();
     assert!(status.success(), "natter-server exited with {status}");
-}
-
-/// Clients that each join the room at the same moment, with a queue small
-/// enough that the burst's `presence` events exceed it many times over
-/// unless the server lets writers drain while it takes the joins. On one
-/// executor thread (the binary's default) every queued join used to run
-/// before any writer, and most members were closed 1008 "slow consumer"
-/// although they read at once (`server/src/backlog.rs`).
-#[test]
-fn a_burst_of_joins_closes_no_member_as_a_slow_consumer() {
-    const CLIENTS: usize = 200;
-    const QUEUE: &str = "64";
-    let server = ServerProcess::spawn({
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_natter-server"));
-        cmd.args(["--listen", "127.0.0.1:0", "--queue", QUEUE]);
-        cmd
-    });
-    let url = server.url.clone();
-    natter_runtime::block_on(async {
-        let mut clients = Vec::with_capacity(CLIENTS);
-        for i in 0..CLIENTS {
-            let (c, _welcome) = Ws::connect(&format!("{url}?nick=b{i}"), None, BOUND)
-                .await
-                .unwrap();
-            clients.push(c);
-        }
-        // Every client sends its join the moment all are ready, then reads
-        // at once, as real clients do: a client that waited before reading
-        // would be a slow consumer by the server's rules, not a victim of
-        // the burst. Each reads until it has its reply and the `presence`
-        // of every member who joined after it (the room's order: the joins
-        // before its own are in its reply's member list instead).
-        let start = Arc::new(async_lock::Barrier::new(CLIENTS));
-        let readers: Vec<JoinHandle<(Ws, usize)>> = clients
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut c)| {
-                let start = start.clone();
-                spawn(async move {
-                    start.wait().await;
-                    c.send(&json!({"type": "join", "room": "burst", "id": 1}))
-                        .await;
-                    let mut members = None;
-                    let mut joins_after = 0;
-                    for _ in 0..MAX_FRAMES {
-                        if members.is_some_and(|m| m + joins_after == CLIENTS) {
-                            break;
-                        }
-                        let v = c.next().await;
-                        match v["type"].as_str() {
-                            Some("ok") => {
-                                members = Some(v["members"].as_array().unwrap().len());
-                            }
-                            Some("presence") if members.is_some() => {
-                                assert_eq!(v["event"], "join", "client {i}: {v}");
-                                joins_after += 1;
-                            }
-                            Some("presence") => {}
-                            _ => panic!("client {i}: unexpected {v}"),
-                        }
-                    }
-                    (c, joins_after)
-                })
-            })
-            .collect();
-        let mut total_after = 0;
-        let mut done = Vec::with_capacity(CLIENTS);
-        for r in readers {
-            let (c, n) = r.await;
-            total_after += n;
-            done.push(c);
-        }
-        // Joins after each member's own, summed: 0 + 1 + ... + (CLIENTS-1).
-        assert_eq!(total_after, CLIENTS * (CLIENTS - 1) / 2);
-        for c in done {
-            c.close().await;
-        }
-    });
-    assert!(
-        !server.stderr_has("slow consumer"),
-        "a member was closed as a slow consumer during the burst"
-    );
-    assert!(server.stop().success());
 }

@@ -248,19 +248,28 @@ impl Ws {
 
     /// The next text frame as JSON, within `wait`; `None` on time-out.
     pub async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        match self.try_next_within(wait).await {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Like [`Ws::next_within`], but a close, another kind of frame or the
+    /// end of the stream is returned as `Err(what came instead)`.
+    pub async fn try_next_within(&mut self, wait: Duration) -> Result<Option<Value>, String> {
         let deadline = Instant::now() + wait;
         for _ in 0..MAX_FRAMES {
             let left = deadline.saturating_duration_since(Instant::now());
             match timeout(left, self.ws.next()).await {
-                None => return None,
+                None => return Ok(None),
                 Some(Some(Ok(Message::Text(t)))) => {
-                    return Some(serde_json::from_str(t.as_str()).unwrap());
+                    return Ok(Some(serde_json::from_str(t.as_str()).unwrap()));
                 }
                 Some(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-                other => panic!("expected a text frame, got {other:?}"),
+                other => return Err(format!("expected a text frame, got {other:?}")),
             }
         }
-        panic!("no text frame among {MAX_FRAMES} frames")
+        Err(format!("no text frame among {MAX_FRAMES} frames"))
     }
 
     pub async fn next(&mut self) -> Value {
@@ -289,6 +298,41 @@ impl Ws {
         let (reply, _) = self.request(req.clone()).await;
         assert_eq!(reply["type"], "ok", "{req} got {reply}");
         reply
+    }
+
+    /// Reads through text frames (returned) to a close frame and then to
+    /// the end; `Some((code, reason))` for a close frame, `None` if the
+    /// stream ended or failed without one. Each read is bounded by
+    /// [`BOUND`], the frames by [`MAX_FRAMES`].
+    pub async fn read_until_close(&mut self) -> (Option<(u16, String)>, Vec<Value>) {
+        let mut texts = Vec::new();
+        for _ in 0..MAX_FRAMES {
+            match timeout(BOUND, self.ws.next()).await {
+                None => panic!(
+                    "neither a close frame nor the end within {BOUND:?} (after {} text frames)",
+                    texts.len()
+                ),
+                Some(Some(Ok(Message::Text(t)))) => {
+                    texts.push(serde_json::from_str(t.as_str()).unwrap())
+                }
+                Some(Some(Ok(Message::Close(frame)))) => {
+                    let close = match frame {
+                        Some(CloseFrame { code, reason }) => (u16::from(code), reason.to_string()),
+                        None => (1005, String::new()),
+                    };
+                    for _ in 0..100 {
+                        match timeout(BOUND, self.ws.next()).await {
+                            Some(Some(Ok(_))) => continue,
+                            _ => break,
+                        }
+                    }
+                    return (Some(close), texts);
+                }
+                Some(Some(Ok(_))) => continue,
+                Some(Some(Err(_)) | None) => return (None, texts),
+            }
+        }
+        panic!("no close frame within {MAX_FRAMES} frames")
     }
 
     /// Close 1000, then read to the end (bounded).
