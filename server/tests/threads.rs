@@ -62,6 +62,12 @@ fn stop(server: ServerProcess, t: &str) {
 /// executor thread every queued join used to run before any writer, and
 /// most members were closed 1008 "slow consumer" although they read at
 /// once (`server/src/backlog.rs`).
+///
+/// Known to fail intermittently on a 2-core machine at both thread counts
+/// (server as of 5c214f1): tens of members are closed 1008 after exactly
+/// 64 joins, i.e. their writers did not run while the queue filled. The
+/// burst test this replaces, in hostile_binary.rs, failed the same way.
+/// It stays enabled: it is the acceptance check.
 fn a_burst_of_joins_closes_no_member_as_a_slow_consumer(threads: u16) {
     const CLIENTS: usize = 200;
     let t = format!("--threads {threads}");
