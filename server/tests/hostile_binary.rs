@@ -1,9 +1,7 @@
-//! The real `natter-server` binary under three loads that need a process of
+//! The real `natter-server` binary under two loads that need a process of
 //! its own (its defaults, such as one executor thread, differ from the
-//! in-process servers of the other tests):
-//! - a burst of joins into one room: every member must get every `presence`
-//!   and none may be closed as a slow consumer because the server had not
-//!   yet had time to write;
+//! in-process servers of the other tests). The burst of joins, on one and
+//! on two executor threads, is in `threads.rs`.
 //! - connection churn: thousands of connect / join / disconnect cycles must
 //!   leave no registry entry (checked through the protocol: `rooms`, `who`),
 //!   no socket (/proc/PID/fd) and no memory growth proportional to the
@@ -20,26 +18,28 @@
 // declares rust-version 1.85.
 #![allow(clippy::manual_is_multiple_of)]
 
-use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::pin;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message;
-use async_tungstenite::tungstenite::protocol::CloseFrame;
 use futures::StreamExt;
 use futures::channel::{mpsc as mpsc_async, oneshot};
 use futures::future::{Either, select};
-use natter_runtime::{JoinHandle, TcpStream, spawn, timeout};
+use natter_runtime::{JoinHandle, spawn, timeout};
 use serde_json::{Value, json};
 
-/// Bound on any single step (a read, a connect, the process exiting).
-const BOUND: Duration = Duration::from_secs(20);
-const MAX_FRAMES: usize = 100_000;
+use common::wait::wait_until;
+use common::{BOUND, MAX_FRAMES, ServerProcess, Ws};
+
+/// How long the witness may take to reach a message count it is waited
+/// for: it says one every 10 ms or so; 30 s covers a loaded 2-core machine.
+const WITNESS_WAIT: Duration = Duration::from_secs(30);
 
 fn scale() -> usize {
     match std::env::var("NATTER_HOSTILE_SCALE") {
@@ -48,275 +48,6 @@ fn scale() -> usize {
             Ok(n) if n >= 1 => n,
             _ => panic!("NATTER_HOSTILE_SCALE must be a positive integer, got {s:?}"),
         },
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The server process
-// ---------------------------------------------------------------------------
-
-/// A running `natter-server`; killed (SIGKILL, by pid) if the test ends
-/// without stopping it.
-struct ServerProcess {
-    child: Option<Child>,
-    pid: u32,
-    url: String,
-    /// Every stderr line so far (for diagnostics)...
-    stderr: Arc<Mutex<Vec<String>>>,
-    /// ...and the same lines as they come (to await one).
-    stderr_lines: mpsc_async::UnboundedReceiver<String>,
-}
-
-impl ServerProcess {
-    /// Starts `cmd` (the binary, or a shell that execs it), reads the
-    /// listening URL from stdout, and collects stderr lines.
-    fn spawn(mut cmd: Command) -> ServerProcess {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start natter-server");
-        let pid = child.id();
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (lines_tx, stderr_lines) = mpsc_async::unbounded();
-        {
-            let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-            let stderr = stderr.clone();
-            std::thread::spawn(move || {
-                for line in lines.map_while(Result::ok) {
-                    stderr.lock().unwrap().push(line.clone());
-                    let _ = lines_tx.unbounded_send(line);
-                }
-            });
-        }
-        let stdout = child.stdout.take().unwrap();
-        let (line_tx, line_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = line_tx.send(lines.next());
-            for _ in lines {}
-        });
-        let mut process = ServerProcess {
-            child: Some(child),
-            pid,
-            url: String::new(),
-            stderr,
-            stderr_lines,
-        };
-        let line = line_rx
-            .recv_timeout(BOUND)
-            .expect("no stdout line from natter-server within 20 s")
-            .expect("natter-server closed stdout without a line")
-            .expect("read stdout");
-        assert!(line.contains("listening on ws://127.0.0.1:"), "{line:?}");
-        process.url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("ws://"))
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .to_owned();
-        process
-    }
-
-    /// Resident memory in KiB (VmRSS of /proc/PID/status).
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .expect("read /proc/PID/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("no VmRSS in {status}"))
-    }
-
-    /// File descriptors the process holds.
-    fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
-            .expect("read /proc/PID/fd")
-            .count()
-    }
-
-    /// Waits (bounded) until the process holds exactly `n` descriptors.
-    async fn wait_fds(&self, n: usize, what: &str) {
-        let deadline = Instant::now() + BOUND;
-        loop {
-            let now = self.open_fds();
-            if now == n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: the server holds {now} descriptors, expected {n}"
-            );
-            natter_runtime::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The next stderr line containing `needle` (unbounded: callers bound it).
-    async fn stderr_line(
-        lines: &mut mpsc_async::UnboundedReceiver<String>,
-        needle: &str,
-    ) -> String {
-        loop {
-            match lines.next().await {
-                Some(line) if line.contains(needle) => return line,
-                Some(_) => continue,
-                None => futures::future::pending::<()>().await,
-            }
-        }
-    }
-
-    fn stderr_has(&self, needle: &str) -> bool {
-        self.stderr
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains(needle))
-    }
-
-    /// SIGTERM, then waits (bounded) for the exit.
-    fn stop(mut self) -> ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        match rx.recv_timeout(BOUND) {
-            Ok(status) => status.expect("wait for natter-server"),
-            Err(_) => {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &self.pid.to_string()])
-                    .status();
-                panic!("natter-server did not exit within {BOUND:?} of SIGTERM");
-            }
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &self.pid.to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// A small WebSocket client
-// ---------------------------------------------------------------------------
-
-struct Ws {
-    ws: WebSocketStream<TcpStream>,
-}
-
-impl Ws {
-    /// Connects (from `local` if given) and reads the welcome, within `wait`.
-    async fn connect(
-        url: &str,
-        local: Option<IpAddr>,
-        wait: Duration,
-    ) -> Result<(Ws, Value), String> {
-        let rest = url.trim_start_matches("ws://");
-        let addr: SocketAddr = rest.split('/').next().unwrap().parse().unwrap();
-        let fut = async {
-            let tcp = match local {
-                Some(ip) => natter_runtime::connect_from(ip, addr).await,
-                None => natter_runtime::connect(addr).await,
-            }
-            .map_err(|e| format!("TCP connect: {e}"))?;
-            let _ = tcp.set_nodelay(true);
-            let (ws, _) = async_tungstenite::client_async(url, tcp)
-                .await
-                .map_err(|e| format!("handshake: {e}"))?;
-            let mut ws = Ws { ws };
-            let welcome = ws.next().await;
-            Ok::<_, String>((ws, welcome))
-        };
-        match timeout(wait, fut).await {
-            Some(r) => r,
-            None => Err(format!("no welcome within {wait:?}")),
-        }
-    }
-
-    async fn send(&mut self, v: &Value) {
-        match timeout(BOUND, self.ws.send(Message::text(v.to_string()))).await {
-            Some(Ok(())) => {}
-            other => panic!("send failed: {other:?}"),
-        }
-    }
-
-    /// The next text frame as JSON, within `wait`; `None` on time-out.
-    async fn next_within(&mut self, wait: Duration) -> Option<Value> {
-        let deadline = Instant::now() + wait;
-        for _ in 0..MAX_FRAMES {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match timeout(left, self.ws.next()).await {
-                None => return None,
-                Some(Some(Ok(Message::Text(t)))) => {
-                    return Some(serde_json::from_str(t.as_str()).unwrap());
-                }
-                Some(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-                other => panic!("expected a text frame, got {other:?}"),
-            }
-        }
-        panic!("no text frame among {MAX_FRAMES} frames")
-    }
-
-    async fn next(&mut self) -> Value {
-        match self.next_within(BOUND).await {
-            Some(v) => v,
-            None => panic!("no frame within {BOUND:?}"),
-        }
-    }
-
-    /// Sends `req` (which carries an `id`) and reads up to its reply.
-    async fn request(&mut self, req: Value) -> (Value, Vec<Value>) {
-        self.send(&req).await;
-        let mut events = Vec::new();
-        for _ in 0..MAX_FRAMES {
-            let v = self.next().await;
-            if v["type"] == "ok" || v["type"] == "error" {
-                assert_eq!(v["id"], req["id"], "reply to {req}: {v}");
-                return (v, events);
-            }
-            events.push(v);
-        }
-        panic!("no reply to {req}")
-    }
-
-    async fn ok(&mut self, req: Value) -> Value {
-        let (reply, _) = self.request(req.clone()).await;
-        assert_eq!(reply["type"], "ok", "{req} got {reply}");
-        reply
-    }
-
-    /// Close 1000, then read to the end (bounded).
-    async fn close(mut self) {
-        let frame = CloseFrame {
-            code: 1000.into(),
-            reason: "bye".into(),
-        };
-        let _ = timeout(BOUND, self.ws.close(Some(frame))).await;
-        for _ in 0..1000 {
-            match timeout(BOUND, self.ws.next()).await {
-                Some(Some(Ok(_))) => continue,
-                _ => return,
-            }
-        }
-    }
-
-    /// Vanishes with a TCP reset (SO_LINGER 0, then close).
-    fn reset(self) {
-        natter_runtime::reset_on_close(self.ws.get_ref()).expect("SO_LINGER 0");
-        drop(self);
     }
 }
 
@@ -494,17 +225,33 @@ impl Witness {
         self.said
     }
 
-    /// Waits (bounded, 30 s) until the speaker has said `n` messages in all.
+    /// Waits (bounded, [`WITNESS_WAIT`]) until the speaker has said `n`
+    /// messages in all; each check awaits the speaker's next report.
     async fn wait_said(&mut self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.said < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match timeout(left, self.progress.next()).await {
-                Some(Some(said)) => self.said = said,
-                Some(None) => panic!("the witness stopped after {} messages", self.said),
-                None => panic!("the witness said only {} of {n} within 30 s", self.said),
-            }
-        }
+        let (progress, said) = (&mut self.progress, &mut self.said);
+        wait_until(
+            &format!("the witness to say {n} messages"),
+            WITNESS_WAIT,
+            async move || {
+                if *said >= n {
+                    return Ok(());
+                }
+                match progress.next().await {
+                    Some(now) => *said = now,
+                    None => panic!("the witness stopped after {said} messages, before {n}"),
+                }
+                // Catch up on reports already queued.
+                while let Ok(now) = progress.try_recv() {
+                    *said = now;
+                }
+                if *said >= n {
+                    Ok(())
+                } else {
+                    Err(format!("{said} said"))
+                }
+            },
+        )
+        .await
     }
 
     /// Stops the pair and checks it; returns the connections, how many
@@ -825,87 +572,4 @@ fn out_of_file_descriptors_accept_fails_the_open_connections_go_on_and_it_recove
     });
     let status = server.stop();
     assert!(status.success(), "natter-server exited with {status}");
-}
-
-/// Clients that each join the room at the same moment, with a queue small
-/// enough that the burst's `presence` events exceed it many times over
-/// unless the server lets writers drain while it takes the joins. On one
-/// executor thread (the binary's default) every queued join used to run
-/// before any writer, and most members were closed 1008 "slow consumer"
-/// although they read at once (`server/src/backlog.rs`).
-#[test]
-fn a_burst_of_joins_closes_no_member_as_a_slow_consumer() {
-    const CLIENTS: usize = 200;
-    const QUEUE: &str = "64";
-    let server = ServerProcess::spawn({
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_natter-server"));
-        cmd.args(["--listen", "127.0.0.1:0", "--queue", QUEUE]);
-        cmd
-    });
-    let url = server.url.clone();
-    natter_runtime::block_on(async {
-        let mut clients = Vec::with_capacity(CLIENTS);
-        for i in 0..CLIENTS {
-            let (c, _welcome) = Ws::connect(&format!("{url}?nick=b{i}"), None, BOUND)
-                .await
-                .unwrap();
-            clients.push(c);
-        }
-        // Every client sends its join the moment all are ready, then reads
-        // at once, as real clients do: a client that waited before reading
-        // would be a slow consumer by the server's rules, not a victim of
-        // the burst. Each reads until it has its reply and the `presence`
-        // of every member who joined after it (the room's order: the joins
-        // before its own are in its reply's member list instead).
-        let start = Arc::new(async_lock::Barrier::new(CLIENTS));
-        let readers: Vec<JoinHandle<(Ws, usize)>> = clients
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut c)| {
-                let start = start.clone();
-                spawn(async move {
-                    start.wait().await;
-                    c.send(&json!({"type": "join", "room": "burst", "id": 1}))
-                        .await;
-                    let mut members = None;
-                    let mut joins_after = 0;
-                    for _ in 0..MAX_FRAMES {
-                        if members.is_some_and(|m| m + joins_after == CLIENTS) {
-                            break;
-                        }
-                        let v = c.next().await;
-                        match v["type"].as_str() {
-                            Some("ok") => {
-                                members = Some(v["members"].as_array().unwrap().len());
-                            }
-                            Some("presence") if members.is_some() => {
-                                assert_eq!(v["event"], "join", "client {i}: {v}");
-                                joins_after += 1;
-                            }
-                            Some("presence") => {}
-                            _ => panic!("client {i}: unexpected {v}"),
-                        }
-                    }
-                    (c, joins_after)
-                })
-            })
-            .collect();
-        let mut total_after = 0;
-        let mut done = Vec::with_capacity(CLIENTS);
-        for r in readers {
-            let (c, n) = r.await;
-            total_after += n;
-            done.push(c);
-        }
-        // Joins after each member's own, summed: 0 + 1 + ... + (CLIENTS-1).
-        assert_eq!(total_after, CLIENTS * (CLIENTS - 1) / 2);
-        for c in done {
-            c.close().await;
-        }
-    });
-    assert!(
-        !server.stderr_has("slow consumer"),
-        "a member was closed as a slow consumer during the burst"
-    );
-    assert!(server.stop().success());
 }

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Client, Config, MAX_FRAMES, RECV_TIMEOUT, Stats, TestServer, assert_message, bounded, is_reply,
-    join_task, read_http_head, upgrade_request,
+    join_task, read_http_head, upgrade_request, wait_until,
 };
 
 // ---------------------------------------------------------------------------
@@ -55,6 +55,10 @@ pub fn scaled(n: usize) -> usize {
 
 /// Longest a witness may run before someone tells it to stop.
 pub const WITNESS_MAX_RUN: Duration = Duration::from_secs(240);
+/// How long a witness may take to reach a message count it is waited for
+/// ([`Witness::wait_said`]). It says one every few ms when the machine is
+/// idle; 30 s covers a loaded 2-core machine with an attack in progress.
+pub const WITNESS_WAIT: Duration = Duration::from_secs(30);
 /// Most messages a witness says in one run.
 const WITNESS_MAX_MESSAGES: usize = 100_000;
 
@@ -236,25 +240,32 @@ impl Witness {
         self.said
     }
 
-    /// Waits (bounded, 30 s) until the speaker has said at least `n`
-    /// messages, so that an attack starts while the witness is demonstrably
-    /// chatting (or to show it still chats in the middle of one).
+    /// Waits (bounded, [`WITNESS_WAIT`]) until the speaker has said at least
+    /// `n` messages, so that an attack starts while the witness is
+    /// demonstrably chatting (or to show it still chats in the middle of
+    /// one). Each check awaits the speaker's next progress report.
     pub async fn wait_said(&mut self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.said < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match timeout(left, self.progress.next()).await {
-                Some(Some(said)) => self.said = said,
-                Some(None) => panic!(
-                    "witness {} stopped after {} messages",
-                    self.speaker, self.said
-                ),
-                None => panic!(
-                    "witness {} said only {} of {n} messages within 30 s",
-                    self.speaker, self.said
-                ),
+        let what = format!("witness {} to say {n} messages", self.speaker);
+        let (progress, said) = (&mut self.progress, &mut self.said);
+        wait_until(&what, WITNESS_WAIT, async move || {
+            if *said >= n {
+                return Ok(());
             }
-        }
+            match progress.next().await {
+                Some(now) => *said = now,
+                None => panic!("witness stopped after {said} messages, before {n}"),
+            }
+            // Catch up on reports already queued.
+            while let Ok(now) = progress.try_recv() {
+                *said = now;
+            }
+            if *said >= n {
+                Ok(())
+            } else {
+                Err(format!("{said} said"))
+            }
+        })
+        .await
     }
 
     /// Stops the witness (after a few more messages) and asserts that both
@@ -429,28 +440,23 @@ impl WitnessReport {
 // Counters
 // ---------------------------------------------------------------------------
 
-/// Waits (bounded, 20 s) until the server holds exactly `conns` connections
-/// — slots, tasks and registry users alike — and `memberships` room
-/// memberships; returns the stats. A witness accounts for 2 and 2.
+/// Waits (bounded, [`SETTLE`](crate::SETTLE)) until the server holds exactly `conns`
+/// connections — slots, tasks and registry users alike — and `memberships`
+/// room memberships; returns the stats. A witness accounts for 2 and 2.
 pub async fn settle(server: &TestServer, conns: usize, memberships: usize) -> Stats {
-    let bound = Duration::from_secs(20);
-    let deadline = Instant::now() + bound;
-    loop {
-        let s = server.stats().await;
-        if s.slots_in_use == conns
-            && s.tasks == conns
-            && s.registry.users == conns
-            && s.registry.memberships == memberships
-        {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server did not settle to {conns} connection(s) and {memberships} membership(s) \
-             within {bound:?}: {s:?}"
-        );
-        natter_runtime::sleep(Duration::from_millis(10)).await;
-    }
+    server
+        .wait_stats(
+            &format!(
+                "the server to settle to {conns} connection(s) and {memberships} membership(s)"
+            ),
+            |s| {
+                s.slots_in_use == conns
+                    && s.tasks == conns
+                    && s.registry.users == conns
+                    && s.registry.memberships == memberships
+            },
+        )
+        .await
 }
 
 // ---------------------------------------------------------------------------

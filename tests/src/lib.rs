@@ -5,7 +5,8 @@
 //! [`Client`] below (or [`http_exchange`] for HTTP-level checks), and never
 //! waits on a clock for something it could await: every read is bounded by
 //! [`RECV_TIMEOUT`] and fails with a message saying what was expected. The
-//! one polling helper, [`eventually`], exists because the server offers no
+//! one wait that re-checks, [`wait_until`] (used by
+//! [`TestServer::wait_stats`]), exists because the server offers no
 //! notification when its counters change.
 
 use std::future::Future;
@@ -25,11 +26,12 @@ pub use natter_server::{Config, Server, ServerHandle, Stats};
 pub use serde_json;
 
 pub mod hostile;
+pub mod wait;
+
+pub use wait::{SETTLE, wait_until};
 
 /// How long any single read, write or connect may take before the test fails.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a server-side condition may take to become true.
-pub const EVENTUALLY: Duration = Duration::from_secs(10);
 /// Most frames read while looking for one particular frame.
 pub const MAX_FRAMES: usize = 100_000;
 
@@ -101,18 +103,24 @@ impl TestServer {
         self.join().await
     }
 
+    /// Waits (bounded by [`SETTLE`]) until the server's stats satisfy
+    /// `cond`, and returns them; on time-out the panic shows `what` and the
+    /// last stats seen.
+    pub async fn wait_stats(&self, what: &str, mut cond: impl FnMut(&Stats) -> bool) -> Stats {
+        wait_until(what, SETTLE, async || {
+            let s = self.stats().await;
+            if cond(&s) { Ok(s) } else { Err(s) }
+        })
+        .await
+    }
+
     /// Waits until the server holds no slot, no task and no user.
     pub async fn assert_idle(&self) {
-        let handle = self.handle.clone();
-        eventually("server back to idle (no slot, task or user)", || {
-            let handle = handle.clone();
-            async move {
-                let s = handle.stats().await;
+        let s = self
+            .wait_stats("server back to idle (no slot, task or user)", |s| {
                 s.slots_in_use == 0 && s.tasks == 0 && s.registry.users == 0
-            }
-        })
-        .await;
-        let s = self.stats().await;
+            })
+            .await;
         assert_eq!(s.registry.memberships, 0, "stats: {s:?}");
     }
 }
@@ -121,26 +129,6 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         // A test that failed halfway must not leave its server serving.
         self.handle.shutdown();
-    }
-}
-
-/// Polls `cond` until it holds, for at most [`EVENTUALLY`]; panics with
-/// `what` otherwise. Only for server state that offers no notification.
-pub async fn eventually<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + EVENTUALLY;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "condition not met within {EVENTUALLY:?}: {what}"
-        );
-        natter_runtime::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -2,7 +2,7 @@
 //! holds no slot; a slot freed by a disconnect can be used again.
 
 use natter_tests::serde_json::json;
-use natter_tests::{Client, Config, eventually, http_exchange, start, upgrade_request};
+use natter_tests::{Client, Config, http_exchange, start, upgrade_request};
 
 #[test]
 fn at_the_cap_upgrades_get_503_and_a_freed_slot_comes_back() {
@@ -35,12 +35,9 @@ fn at_the_cap_upgrades_get_503_and_a_freed_slot_comes_back() {
         alice.join("room").await;
 
         bob.close().await;
-        let handle = server.handle.clone();
-        eventually("bob's slot is released", || {
-            let handle = handle.clone();
-            async move { handle.stats().await.slots_in_use == 1 }
-        })
-        .await;
+        server
+            .wait_stats("bob's slot is released", |s| s.slots_in_use == 1)
+            .await;
         let mut carol = server.client("carol").await;
         carol.join("room").await;
         let who = carol.ok(json!({"type": "who", "room": "room"})).await;
@@ -62,12 +59,9 @@ fn refused_handshakes_do_not_hold_slots() {
             let resp = http_exchange(server.addr(), b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n").await;
             assert_eq!(resp.status, 404);
         }
-        let handle = server.handle.clone();
-        eventually("slots free after refusals", || {
-            let handle = handle.clone();
-            async move { handle.stats().await.slots_in_use == 0 }
-        })
-        .await;
+        server
+            .wait_stats("slots free after refusals", |s| s.slots_in_use == 0)
+            .await;
         let (c, _) = Client::connect(&server.url()).await;
         assert_eq!(server.stats().await.slots_in_use, 1);
         c.close().await;

@@ -294,12 +294,9 @@ fn no_such_user() {
             .ok(json!({"type": "whisper", "to": "bob", "text": "hi"}))
             .await;
         bob.close().await;
-        let handle = server.handle.clone();
-        natter_tests::eventually("bob is gone", || {
-            let handle = handle.clone();
-            async move { handle.stats().await.registry.users == 1 }
-        })
-        .await;
+        server
+            .wait_stats("bob is gone", |s| s.registry.users == 1)
+            .await;
         assert_eq!(
             alice
                 .err(json!({"type": "whisper", "to": "bob", "text": "hi"}))

@@ -225,12 +225,9 @@ fn a_room_keeps_its_seq_and_history_after_everyone_leaves() {
         say_many(&mut alice, "room", 1, 3).await;
         alice.ok(json!({"type": "leave", "room": "room"})).await;
         bob.close().await;
-        let handle = server.handle.clone();
-        natter_tests::eventually("bob's membership is gone", || {
-            let handle = handle.clone();
-            async move { handle.stats().await.registry.memberships == 0 }
-        })
-        .await;
+        server
+            .wait_stats("bob's membership is gone", |s| s.registry.memberships == 0)
+            .await;
         let rooms = alice.ok(json!({"type": "rooms"})).await;
         assert_eq!(rooms["rooms"], json!([]), "an empty room is not listed");
 

@@ -14,9 +14,7 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use natter_runtime::{TcpStream, spawn, timeout};
 use natter_tests::hostile::{RawWs, Witness, WitnessOpts, scaled, settle};
 use natter_tests::serde_json::json;
-use natter_tests::{
-    Client, Config, bounded, eventually, http_exchange, join_task, start, upgrade_request,
-};
+use natter_tests::{Client, Config, bounded, http_exchange, join_task, start, upgrade_request};
 
 /// A valid-looking upgrade request without its final blank line: the
 /// server can never finish reading it.
@@ -159,13 +157,12 @@ fn slowloris_at_a_small_cap_gets_real_clients_503_until_the_timeout_frees_the_sl
         let lorises: Vec<_> = (0..lorises_n)
             .map(|_| spawn(loris(server.addr())))
             .collect();
-        let handle = server.handle.clone();
         let cap = config.max_connections;
-        eventually("the slowloris sockets fill every slot", || {
-            let handle = handle.clone();
-            async move { handle.stats().await.slots_in_use == cap }
-        })
-        .await;
+        server
+            .wait_stats("the slowloris sockets fill every slot", |s| {
+                s.slots_in_use == cap
+            })
+            .await;
 
         // Full: real clients are refused with 503 and Retry-After.
         let resp = http_exchange(

@@ -152,12 +152,9 @@ fn an_unfinished_handshake_is_refused_or_closed_at_shutdown() {
         tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
             .await
             .unwrap();
-        let handle = server.handle.clone();
-        natter_tests::eventually("the handshake holds a slot", || {
-            let handle = handle.clone();
-            async move { handle.stats().await.slots_in_use == 1 }
-        })
-        .await;
+        server
+            .wait_stats("the handshake holds a slot", |s| s.slots_in_use == 1)
+            .await;
         server.trigger_shutdown();
         // Either a 503 or EOF: never a hang.
         let mut buf = Vec::new();
@@ -199,12 +196,9 @@ fn the_grace_period_bounds_how_long_run_waits() {
             c.feed_raw(Message::text(req.to_string())).await;
         }
         c.flush().await;
-        let handle = server.handle.clone();
-        natter_tests::eventually("the client is connected", || {
-            let handle = handle.clone();
-            async move { handle.stats().await.registry.users == 1 }
-        })
-        .await;
+        server
+            .wait_stats("the client is connected", |s| s.registry.users == 1)
+            .await;
         server.trigger_shutdown();
         let cut_off = server.join().await;
         assert_eq!(cut_off, 1, "run() should report the stuck connection");
