@@ -307,7 +307,9 @@ impl Outbox {
         if reason.discards_queue() {
             // The writer stops without taking its frames: uncount it now.
             inner.writer_runs(&self.backlog);
-            wakes.0.extend(inner.abort.iter_mut().filter_map(Option::take));
+            wakes
+                .0
+                .extend(inner.abort.iter_mut().filter_map(Option::take));
         }
     }
 
