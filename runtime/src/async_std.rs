@@ -26,9 +26,8 @@ pub fn set_worker_threads(threads: usize) {
 
 pub fn worker_threads_override() -> Option<String> {
     // async-global-executor reads it ahead of the configured count.
-    std::env::var_os("ASYNC_GLOBAL_EXECUTOR_THREADS").map(|_| {
-        "ASYNC_GLOBAL_EXECUTOR_THREADS is set and overrides the configured thread count".to_owned()
-    })
+    std::env::var_os("ASYNC_GLOBAL_EXECUTOR_THREADS")
+        .map(|_| "ASYNC_GLOBAL_EXECUTOR_THREADS is set and overrides the thread count".to_owned())
 }
 
 pub fn spawn<F, T>(future: F) -> JoinHandle<T>

@@ -138,8 +138,9 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Option<F::Outp
 }
 
 /// A TCP connection. Clones share the one socket (reads and writes from
-/// several tasks); closing (`AsyncWriteExt::close`) shuts down the write
-/// side, and the socket closes when the last clone is dropped.
+/// several tasks); `AsyncWriteExt::close` only flushes (see `poll_close`),
+/// `shutdown` sends a FIN, and the socket closes when the last clone is
+/// dropped.
 #[derive(Clone)]
 pub struct TcpStream(imp::TcpStream);
 
@@ -191,6 +192,14 @@ impl AsyncRead for TcpStream {
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
+
+    fn poll_read_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &mut [io::IoSliceMut<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_read_vectored(cx, bufs)
+    }
 }
 
 impl AsyncWrite for TcpStream {
@@ -202,12 +211,24 @@ impl AsyncWrite for TcpStream {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
 
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_flush(cx)
     }
 
+    /// Flushes, and nothing more: the socket stays open both ways (use
+    /// [`TcpStream::shutdown`] to send a FIN). That is what async-std's
+    /// stream does, and natter was built on it; async-net's would shut
+    /// down the write side, so the smol build must not forward to it.
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_close(cx)
+        Pin::new(&mut self.0).poll_flush(cx)
     }
 }
 

@@ -83,7 +83,7 @@ impl<T> Future for JoinHandle<T> {
     type Output = T;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        let task = self.0.as_mut().expect("JoinHandle polled after drop");
+        let task = self.0.as_mut().expect("the task is taken out only in drop");
         Pin::new(task).poll(cx)
     }
 }

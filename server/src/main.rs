@@ -14,7 +14,7 @@ fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     natter_runtime::set_worker_threads(config.threads.into());
     if let Some(warning) = natter_runtime::worker_threads_override() {
-        log::warn!("{warning}, not --threads");
+        log::warn!("{warning} given by --threads");
     }
     log::debug!(
         "running tasks on {} {} executor thread(s)",
