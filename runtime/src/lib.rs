@@ -2,34 +2,94 @@
 //!
 //! Every runtime-specific call the project makes — spawning tasks, timers,
 //! TCP sockets, Unix signals, moving blocking work to a thread pool — goes
-//! through this file and nowhere else. Today it is async-std (itself a thin
-//! layer over smol's crates: async-executor, async-io, blocking); moving to
-//! smol means rewriting the bodies below and nothing outside this crate.
+//! through this crate and nowhere else.
 //!
-//! The types handed out (`TcpStream`, `JoinHandle`) implement only the
-//! runtime-neutral `futures` traits that the rest of natter relies on.
+//! Two runtimes are supported, chosen by cargo feature, exactly one at a
+//! time:
+//!
+//! * `async-std` (the default): `src/async_std.rs`. async-std is
+//!   discontinued upstream in favour of smol, but it is what natter was
+//!   built and measured on.
+//! * `smol`: `src/smol.rs`, on smol's small crates (async-executor,
+//!   async-io, async-net, blocking, futures-lite).
+//!
+//! This file holds what does not depend on the choice (socket set-up via
+//! socket2, signals via async-signal, which both runtimes share) and the
+//! public types. `TcpStream`, `TcpListener` and `JoinHandle` are natter's
+//! own thin wrappers rather than re-exports, so that the public API is the
+//! same, method for method, whichever runtime is compiled in: code that
+//! builds against one feature builds against the other. They implement only
+//! the runtime-neutral `futures` traits that the rest of natter relies on.
 
+#[cfg(all(feature = "async-std", feature = "smol"))]
+compile_error!(
+    "natter-runtime: the features `async-std` and `smol` are mutually exclusive; \
+     enable exactly one (for smol: `--no-default-features --features smol`)"
+);
+#[cfg(not(any(feature = "async-std", feature = "smol")))]
+compile_error!(
+    "natter-runtime: no runtime selected; enable exactly one of the features \
+     `async-std` (the default) or `smol`"
+);
+
+#[cfg(all(feature = "async-std", not(feature = "smol")))]
+#[path = "async_std.rs"]
+mod imp;
+#[cfg(all(feature = "smol", not(feature = "async-std")))]
+#[path = "smol.rs"]
+mod imp;
+
+use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::io::{AsyncRead, AsyncWrite};
 use futures::{Stream, StreamExt};
 
-pub use async_std::net::{TcpListener, TcpStream};
-pub use async_std::task::JoinHandle;
+/// The name of the runtime compiled in (`"async-std"` or `"smol"`), for
+/// logs and reports.
+pub const RUNTIME: &str = imp::NAME;
 
 /// Sets how many threads run tasks. It takes effect only when called
 /// before anything else in this module (the executor starts on first use),
-/// so binaries call it first thing in `main`; later calls do nothing.
+/// so binaries call it first thing in `main`; later calls do nothing. If it
+/// is never called, the executor runs one thread per available CPU.
 pub fn set_worker_threads(threads: usize) {
-    let threads = threads.max(1);
-    async_global_executor::init_with_config(
-        async_global_executor::GlobalExecutorConfig::default()
-            .with_min_threads(threads)
-            .with_max_threads(threads)
-            .with_thread_name_fn(|| "natter-worker".to_owned()),
-    );
+    imp::set_worker_threads(threads.max(1));
+}
+
+/// A warning to log if something outside the program (an environment
+/// variable the runtime reads on its own) overrides the thread count given
+/// to [`set_worker_threads`]; `None` when nothing does. Kept here so that
+/// binaries need not know which runtime's variables matter.
+pub fn worker_threads_override() -> Option<String> {
+    imp::worker_threads_override()
+}
+
+/// A handle to a spawned task; awaiting it gives the task's output.
+///
+/// Dropping the handle *detaches* the task: it keeps running to the end
+/// (async-std's semantics, which natter relies on, e.g.
+/// `drop(spawn(server.run()))`). If the task panics, the panic is re-raised
+/// in whoever awaits the handle; a detached task's panic is only printed.
+pub struct JoinHandle<T>(imp::JoinHandle<T>);
+
+impl<T> Future for JoinHandle<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle").finish_non_exhaustive()
+    }
 }
 
 /// Spawns a task onto the shared executor (asyncio's `create_task`).
@@ -41,7 +101,7 @@ where
     F: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    async_std::task::spawn(future)
+    JoinHandle(imp::spawn(future))
 }
 
 /// Runs a blocking closure on a thread pool meant for blocking work
@@ -51,29 +111,147 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    async_std::task::spawn_blocking(f)
+    JoinHandle(imp::spawn_blocking(f))
 }
 
 /// Drives a future to completion on the current thread (asyncio's `run`).
+/// Spawned tasks run meanwhile on the executor's threads.
 pub fn block_on<F: Future>(future: F) -> F::Output {
-    async_std::task::block_on(future)
+    imp::block_on(future)
 }
 
 /// Lets every other runnable task go first, then resumes (asyncio's
 /// `await asyncio.sleep(0)`): puts the task at the back of the run queue.
 pub async fn yield_now() {
-    async_std::task::yield_now().await
+    imp::yield_now().await
 }
 
 /// Waits for a duration without blocking the executor (asyncio's `sleep`).
 pub async fn sleep(duration: Duration) {
-    async_std::task::sleep(duration).await
+    imp::sleep(duration).await
 }
 
 /// The future's output, or `None` if it did not finish within `duration`;
 /// the future is dropped (cancelled) on time-out.
 pub async fn timeout<F: Future>(duration: Duration, future: F) -> Option<F::Output> {
-    async_std::future::timeout(duration, future).await.ok()
+    imp::timeout(duration, future).await
+}
+
+/// A TCP connection. Clones share the one socket (reads and writes from
+/// several tasks); `AsyncWriteExt::close` only flushes (see `poll_close`),
+/// `shutdown` sends a FIN, and the socket closes when the last clone is
+/// dropped.
+#[derive(Clone)]
+pub struct TcpStream(imp::TcpStream);
+
+impl TcpStream {
+    /// The local address of the connection.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    /// The remote address of the connection.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.peer_addr()
+    }
+
+    /// Sets `TCP_NODELAY` (no Nagle delay for small writes).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.0.set_nodelay(nodelay)
+    }
+
+    /// Shuts down the read side, the write side or both, for every clone.
+    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        self.0.shutdown(how)
+    }
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::os::fd::AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl std::os::fd::AsFd for TcpStream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl AsyncRead for TcpStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+
+    fn poll_read_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &mut [io::IoSliceMut<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_read_vectored(cx, bufs)
+    }
+}
+
+impl AsyncWrite for TcpStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    /// Flushes, and nothing more: the socket stays open both ways (use
+    /// [`TcpStream::shutdown`] to send a FIN). That is what async-std's
+    /// stream does, and natter was built on it; async-net's would shut
+    /// down the write side, so the smol build must not forward to it.
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+}
+
+/// A TCP listener, made by [`bind`].
+pub struct TcpListener(imp::TcpListener);
+
+impl TcpListener {
+    /// Waits for the next connection.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (stream, peer) = self.0.accept().await?;
+        Ok((TcpStream(stream), peer))
+    }
+
+    /// The address the listener is bound to (the real port after `:0`).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// Binds a TCP listener with a listen backlog of `backlog` connections.
@@ -95,8 +273,7 @@ pub fn bind(addr: &str, backlog: i32) -> io::Result<TcpListener> {
         {
             Ok(()) => {
                 socket.set_nonblocking(true)?;
-                let std_listener: std::net::TcpListener = socket.into();
-                return Ok(TcpListener::from(std_listener));
+                return imp::listener_from_std(socket.into()).map(TcpListener);
             }
             Err(e) => last_err = e,
         }
@@ -106,7 +283,7 @@ pub fn bind(addr: &str, backlog: i32) -> io::Result<TcpListener> {
 
 /// Opens a TCP connection.
 pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    TcpStream::connect(addr).await
+    imp::connect(addr).await.map(TcpStream)
 }
 
 /// Opens a TCP connection from a chosen local address, so a load test can
@@ -122,22 +299,21 @@ pub async fn connect_from(local: std::net::IpAddr, addr: SocketAddr) -> io::Resu
         Err(e) if e.raw_os_error() == Some(libc_einprogress()) => socket.into(),
         Err(e) => return Err(e),
     };
+    // Both runtimes sit on async-io's reactor, so waiting for the connect
+    // to finish is runtime-neutral.
     let stream = async_io::Async::new(std_stream)?;
     stream.writable().await?;
     if let Some(e) = stream.get_ref().take_error()? {
         return Err(e);
     }
-    Ok(TcpStream::from(stream.into_inner()?))
+    imp::stream_from_async(stream).map(TcpStream)
 }
 
 /// Makes closing `stream` abort the connection with a TCP reset instead of
 /// a FIN (`SO_LINGER` {on, 0}): how tests play a client that vanishes.
 /// Reads the option back so a caller knows the kernel took it.
 pub fn reset_on_close(stream: &TcpStream) -> io::Result<()> {
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
-    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    let sock = socket2::SockRef::from(&fd);
+    let sock = socket2::SockRef::from(stream);
     sock.set_linger(Some(Duration::ZERO))?;
     match sock.linger()? {
         Some(d) if d.is_zero() => Ok(()),
@@ -160,6 +336,7 @@ pub enum StopSignal {
 }
 
 /// A stream that yields each SIGINT or SIGTERM the process receives.
+/// (async-signal rides on async-io's reactor, which both runtimes use.)
 pub fn stop_signals() -> io::Result<impl Stream<Item = StopSignal> + Unpin> {
     use async_signal::{Signal, Signals};
     let signals = Signals::new([Signal::Int, Signal::Term])?;
@@ -174,6 +351,5 @@ pub fn stop_signals() -> io::Result<impl Stream<Item = StopSignal> + Unpin> {
 
 /// Lines of standard input, read without blocking the executor.
 pub fn stdin_lines() -> impl Stream<Item = io::Result<String>> + Unpin {
-    use async_std::io::BufReadExt;
-    async_std::io::BufReader::new(async_std::io::stdin()).lines()
+    imp::stdin_lines()
 }

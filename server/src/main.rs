@@ -13,11 +13,14 @@ fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = Config::parse();
     natter_runtime::set_worker_threads(config.threads.into());
-    if std::env::var_os("ASYNC_GLOBAL_EXECUTOR_THREADS").is_some() {
-        // async-global-executor reads it ahead of the configured count.
-        log::warn!("ASYNC_GLOBAL_EXECUTOR_THREADS is set and overrides --threads");
+    if let Some(warning) = natter_runtime::worker_threads_override() {
+        log::warn!("{warning} given by --threads");
     }
-    log::debug!("running tasks on {} executor thread(s)", config.threads);
+    log::debug!(
+        "running tasks on {} {} executor thread(s)",
+        config.threads,
+        natter_runtime::RUNTIME
+    );
     raise_open_files_limit();
     natter_runtime::block_on(serve(config))
 }
