@@ -15,13 +15,16 @@ pub const NAME: &str = "async-std";
 pub use ::async_std::net::{TcpListener, TcpStream};
 pub use ::async_std::task::JoinHandle;
 
-pub fn set_worker_threads(threads: usize) {
+pub fn set_worker_threads(threads: usize) -> std::io::Result<()> {
+    // async-global-executor starts its threads itself and panics if the
+    // OS refuses one; there is no error to hand back here.
     async_global_executor::init_with_config(
         async_global_executor::GlobalExecutorConfig::default()
             .with_min_threads(threads)
             .with_max_threads(threads)
             .with_thread_name_fn(|| "natter-worker".to_owned()),
     );
+    Ok(())
 }
 
 pub fn worker_threads_override() -> Option<String> {

@@ -57,9 +57,10 @@ pub const RUNTIME: &str = imp::NAME;
 /// Sets how many threads run tasks. It takes effect only when called
 /// before anything else in this module (the executor starts on first use),
 /// so binaries call it first thing in `main`; later calls do nothing. If it
-/// is never called, the executor runs one thread per available CPU.
-pub fn set_worker_threads(threads: usize) {
-    imp::set_worker_threads(threads.max(1));
+/// is never called, the executor runs one thread per available CPU. An
+/// error says the OS refused every thread.
+pub fn set_worker_threads(threads: usize) -> io::Result<()> {
+    imp::set_worker_threads(threads.max(1))
 }
 
 /// A warning to log if something outside the program (an environment

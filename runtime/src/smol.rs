@@ -30,16 +30,27 @@ static EXECUTOR: Executor<'static> = Executor::new();
 static START: Once = Once::new();
 
 /// Starts `threads` worker threads the first time it is called; later calls
-/// do nothing, like async-global-executor's `init_with_config`.
-fn start(threads: usize) {
+/// do nothing, like async-global-executor's `init_with_config`. A thread
+/// the OS refuses is reported, and the executor runs on those it got (the
+/// first start must get at least one: nothing would run tasks otherwise).
+fn start(threads: usize) -> io::Result<()> {
+    let mut result = Ok(());
     START.call_once(|| {
+        let mut started = 0;
         for _ in 0..threads {
-            std::thread::Builder::new()
+            match std::thread::Builder::new()
                 .name("natter-worker".to_owned())
                 .spawn(run_worker)
-                .expect("spawning an executor thread");
+            {
+                Ok(_) => started += 1,
+                Err(e) => result = Err(e),
+            }
+        }
+        if started > 0 {
+            result = Ok(());
         }
     });
+    result
 }
 
 /// A worker: runs tasks forever, and drives async-io's reactor while it has
@@ -58,14 +69,19 @@ fn run_worker() {
 /// The executor, with its threads started: as many as CPUs (async-std's
 /// default) unless `set_worker_threads` said otherwise first.
 fn executor() -> &'static Executor<'static> {
-    if !START.is_completed() {
-        start(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if !START.is_completed()
+        && let Err(e) = start(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    {
+        // Only tests and examples start the executor lazily (the binaries
+        // call `set_worker_threads`, which reports this as an error); with
+        // no thread at all, no spawned task would ever run.
+        panic!("cannot start any executor thread: {e}");
     }
     &EXECUTOR
 }
 
-pub fn set_worker_threads(threads: usize) {
-    start(threads);
+pub fn set_worker_threads(threads: usize) -> io::Result<()> {
+    start(threads)
 }
 
 pub fn worker_threads_override() -> Option<String> {

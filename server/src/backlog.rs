@@ -14,8 +14,9 @@
 //! outbox's state machine does the counting, see [`crate::outbox`]); while
 //! any member is deep, readers wait before carrying out their next
 //! request. The wait ends on a signal, not on a guess about scheduling
-//! order: the writer that brings the count to zero wakes every waiting
-//! reader. That holds on one executor thread or many, and on any runtime.
+//! order: whatever brings the count to zero (the last deep writer taking
+//! its frames, or a deep member closing) wakes every waiting reader, once
+//! it has released its locks. That holds on one executor thread or many, and on any runtime.
 //! A writer parked on a full socket has not been woken, so it is never
 //! counted: a client that really stopped reading cannot hold everyone else
 //! up; it still reaches the limit and is closed. Batching is untouched
@@ -52,19 +53,30 @@ impl Backlog {
         self.deep.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// A deep writer ran or stopped (called by the outbox); the last one
-    /// lets the readers go.
-    pub(crate) fn remove(&self) {
-        if self.deep.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.clear.notify(usize::MAX);
-        }
+    /// A deep writer ran or stopped (called by the outbox, under its lock).
+    /// Returns whether it was the last: the caller then calls
+    /// [`Backlog::notify_clear`] once its locks are released (waking
+    /// thousands of readers is no work to do under a lock).
+    pub(crate) fn remove(&self) -> bool {
+        self.deep.fetch_sub(1, Ordering::SeqCst) == 1
+    }
+
+    /// Lets the waiting readers go (they look again: a writer may have
+    /// become deep since).
+    pub(crate) fn notify_clear(&self) {
+        self.clear.notify(usize::MAX);
     }
 
     /// Waits until no member is deep (at once if none is).
     pub(crate) async fn wait_clear(&self) {
-        if !self.is_congested() {
-            return;
+        if self.is_congested() {
+            // Boxed: this future is part of every idle connection's reader;
+            // the timer and the listener are only needed when congested.
+            Box::pin(self.wait_congested()).await;
         }
+    }
+
+    async fn wait_congested(&self) {
         let waited = natter_runtime::timeout(MAX_WAIT, async {
             loop {
                 // Listen, then look again: a `remove` between the first
@@ -97,9 +109,10 @@ mod tests {
         natter_runtime::block_on(async {
             let mut wait = std::pin::pin!(backlog.wait_clear());
             assert!(futures::poll!(wait.as_mut()).is_pending());
-            backlog.remove();
+            assert!(!backlog.remove());
             assert!(futures::poll!(wait.as_mut()).is_pending(), "one still deep");
-            backlog.remove();
+            assert!(backlog.remove(), "the last one");
+            backlog.notify_clear();
             wait.await;
         });
         assert!(!backlog.is_congested());

@@ -18,6 +18,10 @@
 //!
 //! Why wake after the lock: waking a parked task can cost a syscall; a
 //! thousand of them under the registry lock made every other sender wait.
+//!
+//! Two frames skip steps 1 and 3 because they cannot meet them: the
+//! keepalive [`ping`] (the outbox keeps at most one, never refused) and the
+//! shutdown notice, [`last_word`] (queued and closed in one step).
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -102,7 +106,7 @@ impl Post<'_> {
                 "connection {id}: slow consumer ({} frames queued), disconnecting",
                 outbox.len()
             );
-            outbox.close(CloseReason::SlowConsumer);
+            outbox.close_into(CloseReason::SlowConsumer, self.0);
         }
     }
 }

@@ -12,7 +12,8 @@ use natter_server::{Config, Server};
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = Config::parse();
-    natter_runtime::set_worker_threads(config.threads.into());
+    natter_runtime::set_worker_threads(config.threads.into())
+        .context("starting the executor threads")?;
     if let Some(warning) = natter_runtime::worker_threads_override() {
         log::warn!("{warning} given by --threads");
     }

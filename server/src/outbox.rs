@@ -28,12 +28,13 @@
 //! ```text
 //!            park (queue empty, open)
 //!  Running ───────────────────────────▶ Parked(waker)
-//!     ▲                                    │ push: the waker goes to the
-//!     │ takes its batch, or stops          │ producer's Wakeups
-//!     │ (uncounted if deep)                ▼
-//!     └──────────────────────────── Woken { deep }
-//!                                     deep: others ≥ limit/4 → counted
-//!                                     in the Backlog until it takes
+//!   ▲  │                                   │ push: the waker goes to the
+//!   │  │ finds frames, yields first        │ producer's Wakeups
+//!   │  └───────────────────────────┐       ▼
+//!   │ takes its batch, or stops    └──▶ Woken { deep }
+//!   └──────────────────────────────────  deep: others ≥ limit/4 → counted
+//!                                        in the Backlog until it takes
+//!   Parked ──close──▶ Running (woken to drain and finish, or to stop)
 //! ```
 //! "Takes" is after the writer's yield (see [`WriterSide::next_batch`]): a
 //! writer that found frames and let others run first is still `Woken`
@@ -107,9 +108,11 @@ pub(crate) enum Side {
 pub(crate) struct Outbox {
     /// The queue and everything that changes with it (see [`Inner`]).
     inner: Mutex<Inner>,
-    /// Own frames queued or in the writer's batch, not yet handed to the
-    /// socket: the reader's brake. An atomic so the writer can count each
-    /// frame off as it goes without taking the lock per frame.
+    /// Own frames queued or in the writer's batch, not yet taken by the
+    /// writer for the socket: the reader's brake. An atomic so the writer
+    /// can count each frame off as it goes without taking the lock per
+    /// frame; [`Batch`]'s drop then takes the lock to wake the reader, which
+    /// is what makes [`Outbox::wait_for_space`] miss no decrement.
     own: AtomicUsize,
     /// Others' events queued or in the writer's batch: the slow-consumer
     /// measure.
@@ -148,8 +151,9 @@ enum Writer {
     Running,
     /// Waiting for frames; the first producer takes this waker.
     Parked(Waker),
-    /// Woken by a producer and not run yet; `deep` when its queue reached a
-    /// quarter of the limit meanwhile, and so counted in the [`Backlog`].
+    /// Woken by a producer, or found frames and yielding before it takes
+    /// them; `deep` when its queue reached a quarter of the limit
+    /// meanwhile, and so counted in the [`Backlog`].
     Woken { deep: bool },
 }
 
@@ -167,26 +171,40 @@ impl Inner {
     }
 
     /// The writer runs (or stops for good): it holds nobody up any more.
-    fn writer_runs(&mut self, backlog: &Backlog) {
-        if let Writer::Woken { deep: true } = std::mem::take(&mut self.writer) {
-            backlog.remove();
+    /// If it was the last deep one, the readers are let go by `wakes`.
+    fn writer_runs(&mut self, backlog: &Arc<Backlog>, wakes: &mut Wakeups) {
+        if let Writer::Woken { deep: true } = std::mem::take(&mut self.writer)
+            && backlog.remove()
+        {
+            wakes.cleared = Some(backlog.clone());
         }
     }
 }
 
-/// Writers to wake once the caller's locks are released.
+/// Wake-ups to make once the caller's locks are released.
 ///
 /// Waking a parked task can cost a syscall; doing it for every member of a
 /// big room under the registry lock made every other sender wait for all
 /// of those wakes. So a push only hands the writer's waker over, and
-/// dropping `Wakeups` wakes them. [`crate::broadcast::Locked`] owns one
-/// next to the registry guard and releases the guard first.
+/// dropping `Wakeups` wakes them. The same goes for the readers waiting on
+/// the [`Backlog`]: the transition that clears it only records that they
+/// are to be let go. [`crate::broadcast::Locked`] owns one next to the
+/// registry guard and releases the guard first; inside this module every
+/// method that makes one drops its outbox lock before it.
 #[derive(Default)]
-pub(crate) struct Wakeups(Vec<Waker>);
+pub(crate) struct Wakeups {
+    /// Parked halves to wake.
+    wakers: Vec<Waker>,
+    /// The backlog whose deep count this call brought to zero.
+    cleared: Option<Arc<Backlog>>,
+}
 
 impl Drop for Wakeups {
     fn drop(&mut self) {
-        self.0.drain(..).for_each(Waker::wake);
+        self.wakers.drain(..).for_each(Waker::wake);
+        if let Some(backlog) = self.cleared.take() {
+            backlog.notify_clear();
+        }
     }
 }
 
@@ -234,7 +252,7 @@ impl Outbox {
                 // happens, closing beats silently losing a reply.
                 drop(inner);
                 log::error!("own frames exceeded their bound; closing connection");
-                self.close(CloseReason::Internal);
+                self.close_into(CloseReason::Internal, wakes);
                 return Err(Refused::Closed);
             }
             Cause::Own => self.own.fetch_add(1, Ordering::SeqCst),
@@ -275,7 +293,7 @@ impl Outbox {
     /// queue grew to a quarter of the limit is counted as deep.
     fn woken_by_push(&self, inner: &mut Inner, wakes: &mut Wakeups) {
         wakes
-            .0
+            .wakers
             .extend(inner.take_parked(Writer::Woken { deep: false }));
         if let Writer::Woken { deep: false } = inner.writer
             && self.others.load(Ordering::SeqCst) >= (self.limit / 4).max(1)
@@ -290,25 +308,29 @@ impl Outbox {
     /// them, in which case both halves are told to stop. Later calls keep
     /// the first reason.
     pub(crate) fn close(&self, reason: CloseReason) {
-        let mut wakes = Wakeups::default();
+        self.close_into(reason, &mut Wakeups::default());
+    }
+
+    /// [`Outbox::close`], with the wake-ups left to the caller's `wakes`
+    /// (a broadcast closing a slow consumer holds the registry lock).
+    pub(crate) fn close_into(&self, reason: CloseReason, wakes: &mut Wakeups) {
         let mut inner = self.lock();
         if !self.is_closed() {
-            self.close_locked(&mut inner, reason, &mut wakes);
+            self.close_locked(&mut inner, reason, wakes);
         }
-        drop(inner); // then `wakes` wakes, unlocked
     }
 
     /// The close transition, with the lock held (the wakes happen after).
     fn close_locked(&self, inner: &mut Inner, reason: CloseReason, wakes: &mut Wakeups) {
         self.closed.store(reason.code(), Ordering::SeqCst);
         // The writer must look again: to drain and finish, or to stop.
-        wakes.0.extend(inner.take_parked(Writer::Running));
-        wakes.0.extend(inner.space.take());
+        wakes.wakers.extend(inner.take_parked(Writer::Running));
+        wakes.wakers.extend(inner.space.take());
         if reason.discards_queue() {
             // The writer stops without taking its frames: uncount it now.
-            inner.writer_runs(&self.backlog);
+            inner.writer_runs(&self.backlog, wakes);
             wakes
-                .0
+                .wakers
                 .extend(inner.abort.iter_mut().filter_map(Option::take));
         }
     }
@@ -353,9 +375,12 @@ impl Outbox {
     }
 
     /// Waits in `slot` until `ready()`. The check and the registration are
-    /// under the lock that every change to the condition takes, so no
-    /// wake-up can fall between them; the slot is emptied on the way out so
-    /// a later wake-up does not poll a half that waits for something else.
+    /// under the lock, and whatever makes the condition true takes the lock
+    /// afterwards to wake the slot (closing sets `closed` under it; the
+    /// writer counts `own` down without it but takes it when the batch
+    /// ends), so no wake-up can fall between check and registration. The
+    /// slot is emptied on the way out so a later wake-up does not poll a
+    /// half that waits for something else.
     async fn wait(
         &self,
         slot: impl Fn(&mut Inner) -> &mut Option<Waker>,
@@ -367,7 +392,10 @@ impl Outbox {
                 *slot(&mut inner) = None;
                 Poll::Ready(())
             } else {
-                *slot(&mut inner) = Some(cx.waker().clone());
+                let slot = slot(&mut inner);
+                if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *slot = Some(cx.waker().clone());
+                }
                 Poll::Pending
             }
         })
@@ -400,8 +428,9 @@ impl Outbox {
 impl Drop for Outbox {
     /// However the connection ended, it must not stay counted as deep.
     fn drop(&mut self) {
+        let mut wakes = Wakeups::default();
         let backlog = self.backlog.clone();
-        self.lock().writer_runs(&backlog);
+        self.lock().writer_runs(&backlog, &mut wakes);
     }
 }
 
@@ -425,46 +454,57 @@ impl<'a> WriterSide<'a> {
     pub(crate) async fn next_batch(&mut self) -> Option<Batch<'_, 'a>> {
         let outbox = self.outbox;
         let more = std::future::poll_fn(|cx| {
+            let mut wakes = Wakeups::default();
             let mut inner = outbox.lock();
-            if outbox.is_aborted() {
-                inner.writer_runs(&outbox.backlog);
-                return Poll::Ready(false);
-            }
-            if !inner.items.is_empty() {
+            let poll = if outbox.is_aborted() || (inner.items.is_empty() && outbox.is_closed()) {
+                inner.writer_runs(&outbox.backlog, &mut wakes);
+                Poll::Ready(false)
+            } else if !inner.items.is_empty() {
                 // About to yield with frames still queued: until it takes
                 // them it counts as woken, and may become deep.
                 if let Writer::Running | Writer::Parked(_) = inner.writer {
                     inner.writer = Writer::Woken { deep: false };
                 }
-                return Poll::Ready(true);
-            }
-            if outbox.is_closed() {
-                inner.writer_runs(&outbox.backlog);
-                return Poll::Ready(false);
-            }
-            inner.writer = Writer::Parked(cx.waker().clone());
-            Poll::Pending
+                Poll::Ready(true)
+            } else {
+                // Woken implies frames queued, so this uncounts nothing
+                // today; it keeps a future change from leaking a count.
+                inner.writer_runs(&outbox.backlog, &mut wakes);
+                let waker = cx.waker();
+                if !matches!(&inner.writer, Writer::Parked(w) if w.will_wake(waker)) {
+                    inner.writer = Writer::Parked(waker.clone());
+                }
+                Poll::Pending
+            };
+            drop(inner);
+            drop(wakes);
+            poll
         })
         .await;
         if !more {
             return None;
         }
         natter_runtime::yield_now().await;
+        let mut wakes = Wakeups::default();
         let mut inner = outbox.lock();
-        inner.writer_runs(&outbox.backlog);
+        inner.writer_runs(&outbox.backlog, &mut wakes);
         if outbox.is_aborted() {
             return None;
         }
         std::mem::swap(&mut inner.items, &mut self.batch);
         inner.ping_queued = false;
         drop(inner);
+        drop(wakes);
         Some(Batch { side: self })
     }
 }
 
 impl Drop for WriterSide<'_> {
     fn drop(&mut self) {
-        self.outbox.lock().writer_runs(&self.outbox.backlog);
+        let mut wakes = Wakeups::default();
+        self.outbox
+            .lock()
+            .writer_runs(&self.outbox.backlog, &mut wakes);
     }
 }
 
@@ -572,7 +612,11 @@ mod tests {
             }
             let mut wakes = Wakeups::default();
             out.push(frame("1"), Cause::Other, &mut wakes).unwrap();
-            assert_eq!(wakes.0.len(), 1, "the parked writer's waker is handed over");
+            assert_eq!(
+                wakes.wakers.len(),
+                1,
+                "the parked writer's waker is handed over"
+            );
             assert!(!backlog.is_congested(), "one frame is not deep");
             out.push(frame("2"), Cause::Other, &mut wakes).unwrap();
             assert!(backlog.is_congested(), "woken, unrun, a quarter full");

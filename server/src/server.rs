@@ -24,14 +24,14 @@ use futures::FutureExt;
 use futures::future::{Either, select};
 use natter_runtime::{TcpListener, sleep, spawn, timeout};
 
-use crate::cap::ConnectionCap;
+use crate::cap::{ConnectionCap, Slot};
 use crate::config::Config;
 use crate::connection;
 use crate::handshake::HttpRefusal;
 use crate::registry::{Registry, RegistryConfig, RegistryCounts};
 use crate::shutdown::Shutdown;
 use crate::state::ServerState;
-use crate::tasks::TaskTracker;
+use crate::tasks::{TaskToken, TaskTracker};
 
 /// Listen backlog: deep enough for a burst of thousands of connects.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -216,10 +216,11 @@ async fn accept_loop(listener: &TcpListener, state: &Arc<ServerState>) {
             let token = state.tasks.token();
             let state = state.clone();
             spawn(async move {
-                // Declared first, dropped last: the slot and the task count
-                // are released only after the registry has forgotten us.
-                let _slot = slot;
-                let _token = token;
+                // Released only after the registry has forgotten us.
+                let _held = Held {
+                    _slot: slot,
+                    _token: token,
+                };
                 let run = connection::run(stream, peer, id, state.clone());
                 if AssertUnwindSafe(run).catch_unwind().await.is_err() {
                     log::error!("connection {id} ({peer}): task panicked");
@@ -230,14 +231,24 @@ async fn accept_loop(listener: &TcpListener, state: &Arc<ServerState>) {
             log::info!("connection {id} from {peer}: server full, answering 503");
             let token = state.tasks.token();
             spawn(async move {
-                let _slot = slot;
-                let _token = token;
+                let _held = Held {
+                    _slot: slot,
+                    _token: token,
+                };
                 refuse_full(stream, id, peer).await;
             });
         } else {
             log::warn!("connection {id} from {peer}: server full, dropping socket");
         }
     }
+}
+
+/// What a connection task holds while it runs. The slot is released before
+/// the task is counted out (struct fields drop in declaration order), so
+/// when shutdown sees no task left, no slot is held either.
+struct Held {
+    _slot: Slot,
+    _token: TaskToken,
 }
 
 /// Answers a socket that arrived when every slot was taken.
