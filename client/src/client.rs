@@ -21,12 +21,15 @@ use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes, http}
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use futures::StreamExt;
 use futures::channel::oneshot;
+use futures_rustls::TlsConnector;
+use futures_rustls::rustls::ClientConfig;
 use natter_protocol::{Envelope, Id, Reply, Request, ServerMessage, Welcome};
-use natter_runtime::TcpStream;
+use rustls_pki_types::ServerName;
 
 /// Re-exported so `natter::client::CloseInfo` keeps naming it.
 pub use crate::close::CloseInfo;
 use crate::error::ClientError;
+use crate::transport::Transport;
 
 /// Events and unclaimed replies buffered before the reader waits for the
 /// application (TCP backpressure then reaches the server).
@@ -37,12 +40,15 @@ const INCOMING_BUFFER: usize = 4096;
 pub struct ConnectOptions {
     /// Local address to connect from (spreads load tests over 127.0.0.x).
     pub source_ip: Option<IpAddr>,
+    /// TLS settings for `wss://` URLs (see [`crate::tls::client_config`]);
+    /// `None` trusts the public web roots.
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 type Pending = Arc<Mutex<HashMap<Id, oneshot::Sender<ServerMessage>>>>;
 
 pub struct Client {
-    sink: async_lock::Mutex<WebSocketSender<TcpStream>>,
+    sink: async_lock::Mutex<WebSocketSender<Transport>>,
     pending: Pending,
     incoming: Receiver<ServerMessage>,
     closed: Arc<OnceLock<CloseInfo>>,
@@ -76,7 +82,7 @@ impl Client {
         })
     }
 
-    async fn start(ws: WebSocketStream<TcpStream>) -> Result<Client, ClientError> {
+    async fn start(ws: WebSocketStream<Transport>) -> Result<Client, ClientError> {
         let (sink, mut stream) = ws.split();
         let welcome = read_welcome(&mut stream).await?;
         let pending: Pending = Arc::default();
@@ -175,7 +181,7 @@ impl Client {
 
 /// Routes every frame the server sends until the connection ends.
 async fn read_loop(
-    mut stream: WebSocketReceiver<TcpStream>,
+    mut stream: WebSocketReceiver<Transport>,
     pending: Pending,
     incoming: async_channel::Sender<ServerMessage>,
     closed: Arc<OnceLock<CloseInfo>>,
@@ -244,13 +250,15 @@ fn info(frame: CloseFrame) -> CloseInfo {
 /// still fit, the buffer grows for them.
 const LEAN_READ_BUFFER: usize = 2048;
 
-/// Opens the TCP connection and performs the WebSocket upgrade.
+/// Opens the TCP connection, the TLS session for `wss://`, and performs
+/// the WebSocket upgrade.
 async fn open(
     url: &str,
     options: &ConnectOptions,
     read_buffer: usize,
-) -> Result<WebSocketStream<TcpStream>, ClientError> {
-    let addr = resolve(url)?;
+) -> Result<WebSocketStream<Transport>, ClientError> {
+    let target = resolve(url)?;
+    let addr = target.addr;
     let stream = match options.source_ip {
         Some(ip) => natter_runtime::connect_from(ip, addr).await,
         None => natter_runtime::connect(addr).await,
@@ -260,6 +268,23 @@ async fn open(
         source,
     })?;
     let _ = stream.set_nodelay(true);
+    let stream = if target.tls {
+        let config = match &options.tls {
+            Some(config) => config.clone(),
+            None => crate::tls::client_config(None)?,
+        };
+        let name = ServerName::try_from(target.host.clone()).map_err(|e| ClientError::BadUrl {
+            url: url.to_owned(),
+            why: format!("{}: {e}", target.host),
+        })?;
+        let tls = TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+            .map_err(|e| ClientError::Tls(format!("with {}: {e}", target.host)))?;
+        Transport::Tls(Box::new(tls))
+    } else {
+        Transport::Plain(stream)
+    };
     let config = WebSocketConfig::default()
         .read_buffer_size(read_buffer)
         .write_buffer_size(8 * 1024)
@@ -279,7 +304,7 @@ async fn open(
 }
 
 /// Reads the first frame, which must be the `welcome`.
-async fn read_welcome(stream: &mut WebSocketReceiver<TcpStream>) -> Result<Welcome, ClientError> {
+async fn read_welcome(stream: &mut WebSocketReceiver<Transport>) -> Result<Welcome, ClientError> {
     match stream.next().await {
         Some(Ok(Message::Text(text))) => match serde_json::from_str(&text) {
             Ok(ServerMessage::Welcome(welcome)) => Ok(welcome),
@@ -307,7 +332,7 @@ pub struct LeanConnection {
 
 /// The sending half of a [`LeanConnection`].
 pub struct LeanSender {
-    sink: WebSocketSender<TcpStream>,
+    sink: WebSocketSender<Transport>,
     next_id: i64,
 }
 
@@ -366,7 +391,7 @@ impl std::ops::Deref for TextFrame {
 
 /// The receiving half of a [`LeanConnection`].
 pub struct LeanReceiver {
-    stream: WebSocketReceiver<TcpStream>,
+    stream: WebSocketReceiver<Transport>,
     closed: Option<CloseInfo>,
 }
 
@@ -442,22 +467,38 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Finds the socket address of a `ws://host:port/...` URL.
-fn resolve(url: &str) -> Result<SocketAddr, ClientError> {
+/// Where a URL points: the socket address, the host name (for TLS) and
+/// whether the scheme asks for TLS.
+struct Target {
+    addr: SocketAddr,
+    host: String,
+    tls: bool,
+}
+
+/// Finds the socket address of a `ws://host:port/...` or
+/// `wss://host:port/...` URL.
+fn resolve(url: &str) -> Result<Target, ClientError> {
     let bad = |why: &str| ClientError::BadUrl {
         url: url.to_owned(),
         why: why.to_owned(),
     };
     let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
-    if uri.scheme_str() != Some("ws") {
-        return Err(bad("natter speaks plain ws:// only"));
-    }
+    let tls = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        _ => return Err(bad("natter speaks ws:// and wss:// only")),
+    };
     let host = uri.host().ok_or_else(|| bad("no host"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
-    (host, port)
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let addr = (host, port)
         .to_socket_addrs()
         .map_err(|e| bad(&e.to_string()))?
         .next()
-        .ok_or_else(|| bad("host has no address"))
+        .ok_or_else(|| bad("host has no address"))?;
+    Ok(Target {
+        addr,
+        host: host.to_owned(),
+        tls,
+    })
 }

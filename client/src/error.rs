@@ -9,7 +9,7 @@ use crate::close::CloseInfo;
 /// apart (a full server is worth retrying, a refused request is not).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The URL could not be parsed or is not a ws:// URL.
+    /// The URL could not be parsed or is not a ws:// or wss:// URL.
     #[error("invalid server URL {url:?}: {why}")]
     BadUrl { url: String, why: String },
     /// The TCP connection could not be made.
@@ -18,6 +18,14 @@ pub enum ClientError {
         addr: String,
         source: std::io::Error,
     },
+    /// The CA file given for TLS could not be read or holds no usable
+    /// certificate.
+    #[error("cannot use the CA certificates in {path}: {why}")]
+    Certificate { path: String, why: String },
+    /// The TLS handshake failed: most often the server's certificate is
+    /// not signed by a trusted CA (see `--ca`) or names another host.
+    #[error("TLS handshake failed {0}")]
+    Tls(String),
     /// The server answered the upgrade with 503: at its connection cap.
     #[error("the server is full (HTTP 503); try again later")]
     ServerFull,

@@ -6,7 +6,10 @@
 pub mod client;
 pub mod close;
 pub mod error;
+pub mod tls;
+pub mod transport;
 
 pub use client::{Client, ConnectOptions, LeanConnection, LeanReceiver, LeanSender, TextFrame};
 pub use close::CloseInfo;
 pub use error::ClientError;
+pub use transport::Transport;

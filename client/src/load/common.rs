@@ -119,6 +119,7 @@ pub async fn setup(
     );
     let options = natter::ConnectOptions {
         source_ip: probe_ip,
+        ..natter::ConnectOptions::default()
     };
     let probe = natter_runtime::timeout(
         Duration::from_secs(10),

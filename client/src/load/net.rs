@@ -62,6 +62,7 @@ impl Ctx {
     pub fn options(&self, i: usize) -> ConnectOptions {
         ConnectOptions {
             source_ip: source_ip(self.source_ips, i),
+            ..ConnectOptions::default()
         }
     }
 
