@@ -1,7 +1,6 @@
 //! `natter`: the bundled chat client and the load tester.
 
 mod chat;
-mod display;
 mod load;
 
 use std::process::ExitCode;
