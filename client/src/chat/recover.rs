@@ -39,12 +39,16 @@ pub async fn reconnect(
                 backoff.attempts()
             ));
         };
-        chat.status(&format!(
-            "reconnecting in {:.1} s (try {} of {})",
-            delay.as_secs_f64(),
-            backoff.attempts(),
-            reconnect::MAX_ATTEMPTS
-        ));
+        // One line when it starts, then one every few tries: enough to show
+        // it is still trying without filling the screen.
+        if backoff.attempts() == 1 || backoff.attempts() % 5 == 0 {
+            chat.status(&format!(
+                "reconnecting in {:.1} s (try {} of {})",
+                delay.as_secs_f64(),
+                backoff.attempts(),
+                reconnect::MAX_ATTEMPTS
+            ));
+        }
         if wait_or_quit(chat, input, delay).await {
             return Reconnected::Quit;
         }
@@ -52,8 +56,10 @@ pub async fn reconnect(
         let client = match Client::connect(&target, options).await {
             Ok(client) => client,
             Err(e) if reconnect::connect_error_is_retryable(&e) => {
-                log::info!("reconnect failed: {e}");
-                chat.status(&format!("still disconnected: {}", describe(&e)));
+                log::info!("reconnect failed: {}", describe(&e));
+                if backoff.attempts() % 5 == 0 {
+                    chat.status(&format!("still disconnected: {}", describe(&e)));
+                }
                 continue;
             }
             Err(e) => return Reconnected::GaveUp(describe(&e)),
@@ -143,8 +149,8 @@ async fn rejoin(chat: &mut Chat, client: &Client) -> Result<(), ClientError> {
                 chat.error(&format!("missed messages in #{room} before seq {before}"))
             }
             Gap::NewEpoch => chat.error(&format!(
-                "missed messages in #{room}: the server lost its history of the room \
-                 (restarted without durable history); shown from seq 1"
+                "missed messages in #{room}: the server restarted without its history \
+                 of the room, so what was said before that is gone"
             )),
         }
     }

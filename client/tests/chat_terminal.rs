@@ -1,0 +1,307 @@
+//! `natter chat` as a person uses it: the real binary in a pseudo-terminal
+//! (expectrl), against the real server in process, with a second client
+//! (the library) playing the other person.
+//!
+//! A pseudo-terminal is not a terminal emulator: nobody answers the
+//! editor's "where is the cursor?" query (`ESC[6n`), and crossterm gives up
+//! on it after two seconds. [`Term`] answers it (the cursor is on the
+//! bottom row, where the client puts its prompt) and keeps a transcript of
+//! everything printed, with escape sequences stripped, to search.
+//!
+//! Every wait is bounded by [`WAIT`] (generous: the binary is a debug
+//! build and the machine is shared), and the pty is polled every
+//! [`POLL`]: there is nothing to await on a pty from a sync test.
+
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use expectrl::Session;
+use natter::{Client, ConnectOptions};
+use natter_protocol::{Reply, Request, ServerMessage};
+use natter_server::{Config, Server, ServerHandle};
+
+/// Longest wait for anything the client should print or do.
+const WAIT: Duration = Duration::from_secs(30);
+/// How often the pty is read while waiting.
+const POLL: Duration = Duration::from_millis(10);
+/// The pseudo-terminal's size.
+const COLS: u16 = 120;
+const ROWS: u16 = 30;
+
+/// The real server, in process, on `listen` (port 0 for a free one).
+struct Running {
+    handle: ServerHandle,
+    task: natter_runtime::JoinHandle<usize>,
+}
+
+fn start_server(listen: &str) -> Running {
+    let config = Config {
+        listen: listen.into(),
+        rate: 0,
+        ..Config::local()
+    };
+    let server = natter_runtime::block_on(Server::bind(config)).expect("the server binds");
+    let handle = server.handle();
+    let task = natter_runtime::spawn(server.run());
+    Running { handle, task }
+}
+
+impl Running {
+    fn stop(self) {
+        self.handle.shutdown();
+        let stopped = natter_runtime::block_on(natter_runtime::timeout(WAIT, self.task));
+        assert!(stopped.is_some(), "the server did not stop within {WAIT:?}");
+    }
+}
+
+/// The other person: a library client in `room`.
+fn peer(url: &str, nick: &str, room: &str) -> Client {
+    natter_runtime::block_on(async {
+        let url = format!("{url}?nick={nick}");
+        let client = Client::connect(&url, &ConnectOptions::default())
+            .await
+            .expect("the peer connects");
+        assert_eq!(client.welcome().nick, nick);
+        let join = Request::Join {
+            room: room.into(),
+            since: None,
+            epoch: None,
+        };
+        client.request(join).await.expect("the peer joins");
+        client
+    })
+}
+
+fn say(client: &Client, room: &str, text: &str) {
+    let say = Request::Say {
+        room: room.into(),
+        text: text.into(),
+    };
+    let reply = natter_runtime::block_on(natter_runtime::timeout(WAIT, client.request(say)));
+    assert!(matches!(reply, Some(Ok(Reply::Say { .. }))), "{reply:?}");
+}
+
+/// Waits until `client` receives a room message `text` from `from`.
+fn wait_for_message(client: &Client, from: &str, text: &str) {
+    let found = natter_runtime::block_on(natter_runtime::timeout(WAIT, async {
+        while let Some(message) = client.next().await {
+            if let ServerMessage::Message(m) = message {
+                if m.from == from && m.text == text {
+                    return true;
+                }
+            }
+        }
+        false
+    }));
+    assert_eq!(found, Some(true), "{from} never said {text:?}");
+}
+
+/// `natter chat` in a pseudo-terminal.
+struct Term {
+    session: Session,
+    /// Everything printed, escape sequences stripped.
+    text: String,
+    /// Raw bytes not yet scanned for cursor queries.
+    pending: Vec<u8>,
+}
+
+impl Term {
+    fn spawn(args: &[&str]) -> Term {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_natter"));
+        command
+            .arg("chat")
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("TERM", "xterm")
+            .env("RUST_LOG", "warn");
+        let mut session = Session::spawn(command).expect("natter starts in a pty");
+        session
+            .get_process_mut()
+            .set_window_size(COLS, ROWS)
+            .expect("the pty takes a size");
+        Term {
+            session,
+            text: String::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Reads what is there, answers cursor queries, extends the transcript.
+    fn pump(&mut self) {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.session.try_read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(_) => break, // WouldBlock: nothing more for now
+            }
+        }
+        const QUERY: &[u8] = b"\x1b[6n";
+        while let Some(at) = find(&self.pending, QUERY) {
+            let answer = format!("\x1b[{ROWS};1R");
+            self.session
+                .write_all(answer.as_bytes())
+                .expect("answering the cursor query");
+            let before: Vec<u8> = self.pending.drain(..at + QUERY.len()).collect();
+            self.text.push_str(&strip(&before[..at]));
+        }
+        // Keep a tail that may be the start of a split query.
+        let keep = self.pending.len().min(QUERY.len() - 1);
+        let done: Vec<u8> = self.pending.drain(..self.pending.len() - keep).collect();
+        self.text.push_str(&strip(&done));
+    }
+
+    /// Waits until `needle` is printed after byte `from` of the transcript;
+    /// returns where it ends.
+    fn wait_for(&mut self, needle: &str, from: usize) -> usize {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            self.pump();
+            if let Some(at) = self.text.get(from..).and_then(|t| t.find(needle)) {
+                return from + at + needle.len();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not printed within {WAIT:?}; the screen said:\n{}",
+                self.text
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn type_text(&mut self, text: &str) {
+        self.session.send(text).expect("typing");
+    }
+
+    /// Waits for the process to exit; its exit status.
+    fn wait_exit(&mut self) -> i32 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            self.pump();
+            match self.session.get_process().status() {
+                Ok(expectrl::WaitStatus::Exited(_, code)) => return code,
+                Ok(expectrl::WaitStatus::StillAlive) | Err(_) => {}
+                Ok(other) => panic!("natter ended with {other:?}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "natter did not exit:\n{}",
+                self.text
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The text of terminal output: CSI and two-byte escapes removed, carriage
+/// returns dropped.
+fn strip(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('\x40'..='\x7e').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(_) | None => {}
+            },
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[test]
+fn typed_text_survives_an_incoming_message_and_is_sent_whole() {
+    let server = start_server("127.0.0.1:0");
+    let url = server.handle.url();
+    let alice = peer(&url, "alice", "lobby");
+    let mut term = Term::spawn(&[&url, "--nick", "bob", "--room", "lobby"]);
+    let mark = term.wait_for("now in #lobby", 0);
+    let mark = term.wait_for("#lobby> ", mark);
+
+    term.type_text("I am typing a long sent");
+    let mark = term.wait_for("I am typing a long sent", mark);
+    say(&alice, "lobby", "interrupting you!");
+    let mark = term.wait_for("<alice> interrupting you!", mark);
+    // The editor redraws the prompt with the half-typed line under it.
+    term.wait_for("#lobby> I am typing a long sent", mark);
+
+    term.type_text("ence\r");
+    wait_for_message(&alice, "bob", "I am typing a long sentence");
+
+    term.type_text("/quit\r");
+    assert_eq!(term.wait_exit(), 0, "{}", term.text);
+    server.stop();
+}
+
+#[test]
+fn tab_completes_a_nick_of_the_current_room() {
+    let server = start_server("127.0.0.1:0");
+    let url = server.handle.url();
+    let carol = peer(&url, "carol-the-long", "lobby");
+    let mut term = Term::spawn(&[&url, "--nick", "bob", "--room", "lobby"]);
+    let mark = term.wait_for("now in #lobby", 0);
+    term.wait_for("#lobby> ", mark);
+
+    term.type_text("/msg carol\t");
+    term.type_text("psst\r");
+    let whisper = natter_runtime::block_on(natter_runtime::timeout(WAIT, async {
+        while let Some(message) = carol.next().await {
+            if let ServerMessage::Whisper(w) = message {
+                return Some(w);
+            }
+        }
+        None
+    }));
+    let whisper = whisper.flatten().expect("carol got a whisper");
+    assert_eq!(
+        (whisper.from.as_str(), whisper.text.as_str()),
+        ("bob", "psst")
+    );
+
+    term.type_text("/quit\r");
+    assert_eq!(term.wait_exit(), 0, "{}", term.text);
+    server.stop();
+}
+
+#[test]
+fn after_a_restart_on_the_same_port_it_reconnects_and_says_what_it_missed() {
+    let first = start_server("127.0.0.1:0");
+    let url = first.handle.url();
+    let addr = first.handle.local_addr().to_string();
+    let mut term = Term::spawn(&[&url, "--nick", "bob", "--room", "lobby"]);
+    let mark = term.wait_for("now in #lobby", 0);
+
+    first.stop();
+    let mark = term.wait_for("server shut down", mark);
+    let mark = term.wait_for("reconnecting", mark);
+
+    let second = start_server(&addr);
+    let alice = peer(&url, "alice", "lobby");
+    say(&alice, "lobby", "said while you were away");
+    let mark = term.wait_for("reconnected as bob", mark);
+    // A restart without durable history: a new epoch, so the client says
+    // history was lost, and shows what the new room holds.
+    term.wait_for("<alice> said while you were away", mark);
+    term.wait_for("missed messages in #lobby", mark);
+
+    // And it is back in the room for real: what it says arrives.
+    term.type_text("back again\r");
+    wait_for_message(&alice, "bob", "back again");
+    term.type_text("/quit\r");
+    assert_eq!(term.wait_exit(), 0, "{}", term.text);
+    second.stop();
+}
