@@ -86,10 +86,11 @@ fn say(client: &Client, room: &str, text: &str) {
 fn wait_for_message(client: &Client, from: &str, text: &str) {
     let found = natter_runtime::block_on(natter_runtime::timeout(WAIT, async {
         while let Some(message) = client.next().await {
-            if let ServerMessage::Message(m) = message {
-                if m.from == from && m.text == text {
-                    return true;
-                }
+            if let ServerMessage::Message(m) = message
+                && m.from == from
+                && m.text == text
+            {
+                return true;
             }
         }
         false
@@ -203,19 +204,20 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 fn strip(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
+    let mut chars = text.chars();
     while let Some(c) = chars.next() {
         match c {
-            '\x1b' => match chars.next() {
-                Some('[') => {
+            '\x1b' => {
+                // CSI: ESC [ parameters, then a final byte in @..~; any
+                // other escape is two bytes (ESC 7, ESC 8, ...).
+                if chars.next() == Some('[') {
                     for c in chars.by_ref() {
                         if ('\x40'..='\x7e').contains(&c) {
                             break;
                         }
                     }
                 }
-                Some(_) | None => {}
-            },
+            }
             '\r' => {}
             c => out.push(c),
         }
