@@ -19,9 +19,19 @@ enum Command {
     /// Chat interactively: each line you type is said in the current room.
     ///
     /// Commands: /join ROOM, /leave [ROOM], /nick NAME, /msg NICK TEXT,
-    /// /who [ROOM], /rooms, /help, /quit. With stdin piped, every line is
-    /// sent in turn; the client waits for the replies, closes cleanly and
-    /// exits 0.
+    /// /who [ROOM], /rooms, /help, /quit.
+    ///
+    /// On a terminal, events print above a prompt showing the current room
+    /// (`#lobby> `) and the line being typed stays intact. Keys: Tab
+    /// completes commands, nicks of the current room and rooms; Up/Down
+    /// walk this session's lines and Ctrl-R searches them; Ctrl-C clears the
+    /// line; Ctrl-D on an empty line leaves. Nicks are coloured unless
+    /// NO_COLOR is set. When the connection drops the client reconnects
+    /// (with backoff), rejoins its rooms and prints what it missed.
+    ///
+    /// With stdin piped, every line is sent in turn; the client waits for
+    /// the replies, closes cleanly and exits 0; no colours, no reconnecting
+    /// (exit 1 when it cannot connect, 2 when the connection drops).
     Chat(chat::ChatArgs),
     /// Load-test a server: fanout, conns, ramp, churn.
     ///

@@ -33,6 +33,10 @@ use super::completion::{ChatCompleter, SharedNames};
 /// back to plain stdout; the editor drains them every few milliseconds.
 const PRINTER_CAPACITY: usize = 1024;
 
+/// Unreadable stdin lines in a row after which piped input counts as
+/// ended (one bad line is skipped; a stdin that only fails would spin).
+const MAX_STDIN_FAILURES: u32 = 16;
+
 /// One thing the user did.
 #[derive(Debug)]
 pub enum Typed {
@@ -166,8 +170,23 @@ pub fn start(
     if !interactive {
         natter_runtime::spawn(async move {
             let mut stdin = natter_runtime::stdin_lines();
+            let mut failures_in_a_row = 0;
             while let Some(line) = stdin.next().await {
-                let Ok(line) = line else { break };
+                let line = match line {
+                    Ok(line) => line,
+                    // A line that is not UTF-8 is skipped, as it always
+                    // was; a stream that only fails is treated as ended.
+                    Err(e) if failures_in_a_row < MAX_STDIN_FAILURES => {
+                        failures_in_a_row += 1;
+                        log::warn!("skipping an unreadable input line: {e}");
+                        continue;
+                    }
+                    Err(e) => {
+                        log::warn!("stdin keeps failing, taking it as ended: {e}");
+                        break;
+                    }
+                };
+                failures_in_a_row = 0;
                 if tx.send(Typed::Line(line)).await.is_err() {
                     return;
                 }
