@@ -14,7 +14,13 @@
 
 use std::io::Write;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::CloseFrame;
+use futures::StreamExt;
 
 use expectrl::Session;
 use natter::{Client, ConnectOptions};
@@ -306,4 +312,64 @@ fn after_a_restart_on_the_same_port_it_reconnects_and_says_what_it_missed() {
     term.type_text("/quit\r");
     assert_eq!(term.wait_exit(), 0, "{}", term.text);
     second.stop();
+}
+
+/// A server that greets every connection and closes it at once with
+/// `code` and `reason`; counts the connections it saw (at most 16).
+fn start_closing_server(code: u16, reason: &'static str) -> (String, Arc<AtomicUsize>) {
+    let listener = natter_runtime::bind("127.0.0.1:0", 16).expect("the fake server binds");
+    let addr = listener.local_addr().expect("its address");
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    natter_runtime::spawn(async move {
+        for _ in 0..16 {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(mut ws) = async_tungstenite::accept_async(socket).await else {
+                continue;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            let welcome = r#"{"type":"welcome","nick":"bob","protocol":1,"server":"fake 0",
+                "limits":{"max_message_bytes":65536,"max_text_bytes":4096,"rate_per_sec":0,
+                "burst":40,"max_rooms_per_connection":32}}"#;
+            let close = CloseFrame {
+                code: code.into(),
+                reason: reason.into(),
+            };
+            let _ = ws.send(Message::text(welcome)).await;
+            let _ = ws.send(Message::Close(Some(close))).await;
+            // Read until the client's answering close ends the stream.
+            let _ =
+                natter_runtime::timeout(WAIT, async { while ws.next().await.is_some() {} }).await;
+        }
+    });
+    (format!("ws://{addr}/ws"), seen)
+}
+
+#[test]
+fn a_close_for_policy_ends_the_client_without_reconnecting() {
+    let (url, seen) = start_closing_server(1008, "flooding");
+    let mut term = Term::spawn(&[&url, "--nick", "bob"]);
+    let mark = term.wait_for("close code 1008: flooding", 0);
+    term.wait_for("not reconnecting", mark);
+    assert_eq!(term.wait_exit(), 2, "{}", term.text);
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "it connected again:\n{}",
+        term.text
+    );
+}
+
+#[test]
+fn try_again_later_is_retried_until_the_user_quits() {
+    let (url, seen) = start_closing_server(1013, "try again later");
+    let mut term = Term::spawn(&[&url, "--nick", "bob"]);
+    let mark = term.wait_for("close code 1013", 0);
+    let mark = term.wait_for("reconnected as bob", mark);
+    term.wait_for("reconnecting", mark);
+    assert!(seen.load(Ordering::SeqCst) >= 2, "{}", term.text);
+    term.type_text("/quit\r");
+    assert_eq!(term.wait_exit(), 0, "{}", term.text);
 }

@@ -103,12 +103,18 @@ impl Output {
     /// out of raw mode even if the editor is still waiting for a key, and
     /// moves past the prompt line. A no-op when piped.
     pub fn finish(&self) {
-        if self.printer.is_some() {
+        if let Some(printer) = &self.printer {
             self.editor_done.store(true, Ordering::Release);
             if let Err(e) = crossterm::terminal::disable_raw_mode() {
                 log::warn!("could not restore the terminal: {e}");
             }
             println!();
+            // Lines the editor has not drawn yet (the last words before an
+            // exit, such as why the connection ended) are printed here, or
+            // they would be lost with the process.
+            while let Some(line) = printer.get_line() {
+                println!("{line}");
+            }
             let _ = std::io::stdout().flush();
         }
     }
