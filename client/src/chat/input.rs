@@ -18,7 +18,8 @@
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::time::Duration;
 
 use futures::StreamExt;
 use reedline::{
@@ -32,6 +33,10 @@ use super::completion::{ChatCompleter, SharedNames};
 /// Lines the editor may have printed-but-not-drawn before a print falls
 /// back to plain stdout; the editor drains them every few milliseconds.
 const PRINTER_CAPACITY: usize = 1024;
+
+/// Longest wait at exit for the editor to stop drawing (it looks at its
+/// break signal every 100 ms or so).
+const EDITOR_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Unreadable stdin lines in a row after which piped input counts as
 /// ended (one bad line is skipped; a stdin that only fails would spin).
@@ -71,6 +76,11 @@ pub struct Output {
     printer: Option<ExternalPrinter<String>>,
     /// Set when the editor thread has ended, so prints go straight out.
     editor_done: Arc<AtomicBool>,
+    /// Asks the editor to return from `read_line` (reedline's break
+    /// signal), so that it stops drawing before the process exits.
+    stop_editor: Arc<AtomicBool>,
+    /// Says the editor thread has ended (taken by the first `finish`).
+    editor_ended: Arc<Mutex<Option<mpsc::Receiver<()>>>>,
 }
 
 impl Output {
@@ -104,6 +114,19 @@ impl Output {
     /// moves past the prompt line. A no-op when piped.
     pub fn finish(&self) {
         if let Some(printer) = &self.printer {
+            // Stop the editor first: lines it has taken from the printer
+            // but not yet written would otherwise be lost with the process.
+            self.stop_editor.store(true, Ordering::Release);
+            let ended = self
+                .editor_ended
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(ended) = ended
+                && ended.recv_timeout(EDITOR_STOP_TIMEOUT).is_err()
+            {
+                log::info!("the line editor did not stop within {EDITOR_STOP_TIMEOUT:?}");
+            }
             self.editor_done.store(true, Ordering::Release);
             if let Err(e) = crossterm::terminal::disable_raw_mode() {
                 log::warn!("could not restore the terminal: {e}");
@@ -202,19 +225,26 @@ pub fn start(
         let output = Output {
             printer: None,
             editor_done,
+            stop_editor: Arc::default(),
+            editor_ended: Arc::default(),
         };
         return (Input { lines }, output);
     }
     let printer = ExternalPrinter::new(PRINTER_CAPACITY);
+    let stop_editor = Arc::new(AtomicBool::new(false));
+    let (ended_tx, ended_rx) = mpsc::channel();
     let output = Output {
         printer: Some(printer.clone()),
         editor_done: editor_done.clone(),
+        stop_editor: stop_editor.clone(),
+        editor_ended: Arc::new(Mutex::new(Some(ended_rx))),
     };
     let spawned = std::thread::Builder::new()
         .name("natter-input".into())
         .spawn(move || {
-            edit_lines(printer, prompt, names, colour, &tx);
+            edit_lines(printer, prompt, names, colour, stop_editor, &tx);
             editor_done.store(true, Ordering::Release);
+            let _ = ended_tx.send(());
             let _ = tx.send_blocking(Typed::Eof);
         });
     if let Err(e) = spawned {
@@ -248,6 +278,7 @@ fn edit_lines(
     prompt: RoomPrompt,
     names: SharedNames,
     colour: bool,
+    stop: Arc<AtomicBool>,
     tx: &async_channel::Sender<Typed>,
 ) {
     let mut keys = default_emacs_keybindings();
@@ -269,7 +300,8 @@ fn edit_lines(
         .with_quick_completions(true)
         .with_partial_completions(true)
         .with_ansi_colors(colour)
-        .with_external_printer(printer);
+        .with_external_printer(printer)
+        .with_break_signal(stop);
     start_at_the_bottom();
     loop {
         match editor.read_line(&prompt) {
@@ -280,8 +312,9 @@ fn edit_lines(
             }
             // Ctrl-C clears the line (reedline already did); keep going.
             Ok(Signal::CtrlC) => {}
-            Ok(Signal::CtrlD) => return,
-            // Host commands and breaks are bindings natter does not set.
+            // Ctrl-D, or the client is exiting (see `Output::finish`).
+            Ok(Signal::CtrlD | Signal::ExternalBreak(_)) => return,
+            // Host commands are bindings natter does not set.
             Ok(_) => {}
             Err(e) => {
                 log::warn!("the line editor failed: {e}");
