@@ -14,8 +14,8 @@
 
 use std::io::Write;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message;
@@ -42,11 +42,14 @@ struct Running {
 }
 
 fn start_server(listen: &str) -> Running {
-    let config = Config {
+    start_server_with(Config {
         listen: listen.into(),
         rate: 0,
         ..Config::local()
-    };
+    })
+}
+
+fn start_server_with(config: Config) -> Running {
     let server = natter_runtime::block_on(Server::bind(config)).expect("the server binds");
     let handle = server.handle();
     let task = natter_runtime::spawn(server.run());
@@ -372,4 +375,121 @@ fn try_again_later_is_retried_until_the_user_quits() {
     assert!(seen.load(Ordering::SeqCst) >= 2, "{}", term.text);
     term.type_text("/quit\r");
     assert_eq!(term.wait_exit(), 0, "{}", term.text);
+}
+
+/// A TCP proxy in front of the server that can cut every connection
+/// through it (the network dropping) and refuse new ones for a while.
+struct Proxy {
+    url: String,
+    /// While set, new connections are closed at once.
+    refusing: Arc<AtomicBool>,
+    /// Both ends of every forwarded connection, to cut them.
+    live: Arc<Mutex<Vec<natter_runtime::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(backend: std::net::SocketAddr) -> Proxy {
+        let listener = natter_runtime::bind("127.0.0.1:0", 16).expect("the proxy binds");
+        let addr = listener.local_addr().expect("its address");
+        let refusing = Arc::new(AtomicBool::new(false));
+        let live: Arc<Mutex<Vec<natter_runtime::TcpStream>>> = Arc::default();
+        let (refuse, conns) = (refusing.clone(), live.clone());
+        natter_runtime::spawn(async move {
+            // Bounded: a test makes a handful of connections (and the
+            // client's reconnect tries while refused).
+            for _ in 0..64 {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                if refuse.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = natter_runtime::connect(backend).await else {
+                    continue;
+                };
+                conns
+                    .lock()
+                    .expect("the proxy's list")
+                    .extend([client.clone(), server.clone()]);
+                natter_runtime::spawn(forward(client.clone(), server.clone()));
+                natter_runtime::spawn(forward(server, client));
+            }
+        });
+        Proxy {
+            url: format!("ws://{addr}/ws"),
+            refusing,
+            live,
+        }
+    }
+
+    /// Cuts every connection and refuses new ones until [`Proxy::reopen`].
+    fn cut(&self) {
+        self.refusing.store(true, Ordering::SeqCst);
+        for socket in self.live.lock().expect("the proxy's list").drain(..) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn reopen(&self) {
+        self.refusing.store(false, Ordering::SeqCst);
+    }
+}
+
+async fn forward(from: natter_runtime::TcpStream, mut to: natter_runtime::TcpStream) {
+    let _ = futures::io::copy(from, &mut to).await;
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+#[test]
+fn after_a_network_drop_it_rejoins_with_since_and_names_the_first_seq_it_could_not_get() {
+    // History of 2: of the five messages said while the client is away,
+    // the server keeps only the last two.
+    let server = start_server_with(Config {
+        rate: 0,
+        history: 2,
+        ..Config::local()
+    });
+    let proxy = Proxy::start(server.handle.local_addr());
+    let alice = peer(&server.handle.url(), "alice", "lobby");
+    let mut term = Term::spawn(&[&proxy.url, "--nick", "bob", "--room", "lobby"]);
+    let mark = term.wait_for("now in #lobby", 0);
+    say(&alice, "lobby", "m1");
+    let mark = term.wait_for("<alice> m1", mark);
+
+    proxy.cut();
+    let mark = term.wait_for("connection", mark);
+    // The server notices bob is gone before anything is said: what
+    // follows is said while bob is not in the room at all.
+    let gone = Instant::now() + WAIT;
+    while natter_runtime::block_on(server.handle.stats())
+        .registry
+        .memberships
+        != 1
+    {
+        assert!(Instant::now() < gone, "the server never saw bob leave");
+        std::thread::sleep(POLL);
+    }
+    for text in ["m2", "m3", "m4", "m5", "m6"] {
+        say(&alice, "lobby", text);
+    }
+    proxy.reopen();
+
+    let mark = term.wait_for("reconnected as bob", mark);
+    let shown = term.wait_for("<alice> m6", mark);
+    term.wait_for("missed messages in #lobby before seq 5", mark);
+    assert!(
+        term.text[mark..shown].contains("<alice> m5"),
+        "{}",
+        term.text
+    );
+    assert!(!term.text[mark..].contains("<alice> m4"), "{}", term.text);
+    assert!(
+        !term.text[mark..].contains("<alice> m1"),
+        "m1 shown twice: {}",
+        term.text
+    );
+
+    term.type_text("/quit\r");
+    assert_eq!(term.wait_exit(), 0, "{}", term.text);
+    server.stop();
 }
