@@ -182,7 +182,7 @@ impl Prompt for RoomPrompt {
             PromptHistorySearchStatus::Passing => "",
             PromptHistorySearchStatus::Failing => "failing ",
         };
-        Cow::Owned(format!("({failed}search: {}) ", search.term))
+        Cow::Owned(format!(" ({failed}search: {}) ", search.term))
     }
 }
 

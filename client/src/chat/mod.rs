@@ -69,29 +69,32 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
         let config = natter::tls::client_config(Some(ca)).context("--ca")?;
         options.tls = Some(config);
     }
+    // Connected before the line editor starts, so that a server that
+    // cannot be reached gets one error line and no prompt.
+    let url = url::with_nick(&args.url, args.nick.as_deref());
+    let client = Client::connect(&url, &options)
+        .await
+        .map_err(|e| anyhow::anyhow!(recover::describe(&e)))
+        .with_context(|| format!("cannot connect to {}", args.url))?;
     let prompt = RoomPrompt::default();
     let names = SharedNames::default();
     let (input, out) = input::start(interactive, render.colour(), prompt.clone(), names.clone());
     let mut chat = Chat::new(out, render, interactive, prompt, names, args.nick.clone());
-    let result = converse(&mut chat, &input, &args, &options, interactive).await;
+    let result = converse(&mut chat, client, &input, &args, &options, interactive).await;
     chat.out.finish();
     result
 }
 
-/// Connects, then serves connection after connection until the user
+/// Greets, joins `--room`, then serves connection after connection until the user
 /// leaves or a drop is not worth (or not allowed) retrying.
 async fn converse(
     chat: &mut Chat,
+    mut client: Client,
     input: &input::Input,
     args: &ChatArgs,
     options: &ConnectOptions,
     interactive: bool,
 ) -> anyhow::Result<ExitCode> {
-    let url = url::with_nick(&args.url, args.nick.as_deref());
-    let mut client = Client::connect(&url, options)
-        .await
-        .map_err(|e| anyhow::anyhow!(recover::describe(&e)))
-        .with_context(|| format!("cannot connect to {}", args.url))?;
     let welcome = client.welcome().clone();
     chat.connected(&welcome);
     chat.wanted_nick = Some(welcome.nick.clone());
