@@ -1,8 +1,9 @@
 //! The TLS settings of a `wss://` connection: which certificate authorities
 //! to trust.
 //!
-//! rustls with the `ring` provider (pure Rust and assembly; aws-lc would
-//! need a C toolchain and cmake on every machine that builds natter), run
+//! rustls with the `ring` provider (built by the `cc` crate with the
+//! system C compiler alone; aws-lc, rustls's default, also wants cmake and
+//! a heavier toolchain on every machine that builds natter), run
 //! through futures-rustls, whose streams sit on any futures
 //! `AsyncRead + AsyncWrite` — natter_runtime's `TcpStream` on either
 //! runtime. Public roots come from webpki-roots (compiled in, so no OS
