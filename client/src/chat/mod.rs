@@ -37,6 +37,7 @@ use recover::Reconnected;
 use render::Render;
 use session::{Chat, Ended};
 
+/// `natter chat`'s options (clap shows each doc line in `--help`).
 #[derive(Args)]
 pub struct ChatArgs {
     /// Server URL: ws://HOST:PORT/ws, or wss://HOST:PORT/ws for TLS.
@@ -61,6 +62,8 @@ pub struct ChatArgs {
     no_reconnect: bool,
 }
 
+/// Runs `natter chat` to the end: the exit code, or an error (exit 1) when
+/// the first connection cannot be made or `--ca` cannot be used.
 pub async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     let interactive = input::is_interactive();
     let render = Render::new(render::wants_colour());

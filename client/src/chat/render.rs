@@ -41,10 +41,12 @@ pub struct Render {
 }
 
 impl Render {
+    /// A renderer that paints when `colour` is true (see [`wants_colour`]).
     pub fn new(colour: bool) -> Render {
         Render { colour }
     }
 
+    /// Whether it paints: the line editor colours its prompt to match.
     pub fn colour(&self) -> bool {
         self.colour
     }
@@ -134,6 +136,7 @@ fn now() -> String {
     Local::now().format("%H:%M:%S").to_string()
 }
 
+/// What `/help` prints.
 pub const HELP: &str = "\
 commands:
   TEXT              say TEXT in the current room
