@@ -13,6 +13,8 @@
 //!   machine); ingest backpressure when writers fall behind: `backlog`
 //! - the connection cap (a semaphore): `cap`
 //! - the shutdown signal (an event): `shutdown`; waiting for tasks: `tasks`
+//! - client pings, answered or not by the reader under the rate limit:
+//!   `ping_filter`
 //! - requests to replies: `handler`; HTTP upgrade: `handshake`; why a
 //!   connection closes: `close_reason`; letting go of a socket: `closing`
 //!
@@ -36,6 +38,7 @@ mod frame;
 mod handler;
 mod handshake;
 mod outbox;
+mod ping_filter;
 mod rate;
 mod registry;
 mod room;

@@ -19,10 +19,17 @@
 //!   client that pipelines faster than it reads is slowed down (TCP
 //!   backpressure reaches it), never dropped.
 //!
+//! Both are also counted in bytes, because frames differ in size by four
+//! orders of magnitude (a presence event against a join reply carrying a
+//! hundred escaped messages): others' events past [`OTHERS_BYTES`] make a
+//! slow consumer as `limit` frames do, and own frames past [`OWN_BYTES`]
+//! hold the reader as `limit` own frames do.
+//!
 //! One request causes at most `headroom` own frames, so the queue never
-//! holds more than `2 * limit + headroom + 2` items (the 2: the final
-//! `shutdown` event and one keepalive ping): one connection's memory bound,
-//! in frames whose bytes are mostly shared.
+//! holds more than `2 * limit + headroom + 3` items (the 3: the final
+//! `shutdown` event, one keepalive ping, one pong), and never more than
+//! `OTHERS_BYTES + OWN_BYTES` plus one request's replies in bytes: one
+//! connection's memory bound (README "Memory and limits" adds it up).
 //!
 //! # The writer's states (all under one lock, [`Inner::writer`])
 //! ```text
@@ -64,9 +71,22 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
+use async_tungstenite::tungstenite::Bytes;
+
 use crate::backlog::Backlog;
 use crate::close_reason::CloseReason;
 use crate::frame::Frame;
+
+/// Bytes of others' events a connection may fall behind by before it is a
+/// slow consumer, whatever `--queue` allows in frames: 256 maximal
+/// messages (4 096 bytes of text escaping to 24 KiB each) would otherwise
+/// be 6 MiB held for one reader that does not read.
+pub(crate) const OTHERS_BYTES: usize = 2 << 20;
+
+/// Bytes of own frames queued before the reader waits to read the next
+/// request: what a client that pipelines re-joins of a room with a full
+/// history and never reads can make the server hold, plus one reply.
+pub(crate) const OWN_BYTES: usize = 1 << 20;
 
 /// Who caused a frame; decides which count it belongs to and whether a
 /// full queue refuses it.
@@ -94,6 +114,46 @@ pub(crate) enum Outgoing {
     Text(Frame, Cause),
     /// A keepalive ping.
     Ping,
+    /// The answer to a client's ping (counted as an own frame).
+    Pong(Bytes),
+}
+
+impl Outgoing {
+    /// What the item adds to its count, in bytes.
+    fn bytes(&self) -> usize {
+        match self {
+            Outgoing::Text(frame, _) => frame.len(),
+            Outgoing::Ping => 0,
+            Outgoing::Pong(data) => data.len(),
+        }
+    }
+}
+
+/// Frames and bytes of one kind, queued or in the writer's batch.
+#[derive(Default)]
+struct Tally {
+    frames: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl Tally {
+    fn add(&self, bytes: usize) {
+        self.frames.fetch_add(1, Ordering::SeqCst);
+        self.bytes.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    fn sub(&self, bytes: usize) {
+        self.frames.fetch_sub(1, Ordering::SeqCst);
+        self.bytes.fetch_sub(bytes, Ordering::SeqCst);
+    }
+
+    fn frames(&self) -> usize {
+        self.frames.load(Ordering::SeqCst)
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::SeqCst)
+    }
 }
 
 /// Which half of the connection waits in [`Outbox::aborted`].
@@ -113,10 +173,10 @@ pub(crate) struct Outbox {
     /// can count each frame off as it goes without taking the lock per
     /// frame; [`Batch`]'s drop then takes the lock to wake the reader, which
     /// is what makes [`Outbox::wait_for_space`] miss no decrement.
-    own: AtomicUsize,
+    own: Tally,
     /// Others' events queued or in the writer's batch: the slow-consumer
     /// measure.
-    others: AtomicUsize,
+    others: Tally,
     /// 0 while open, else the [`CloseReason`] code (see the module docs).
     closed: AtomicU8,
     /// Others' events a reader may fall behind by before it is dropped,
@@ -214,8 +274,8 @@ impl Outbox {
     pub(crate) fn new(limit: usize, headroom: usize, backlog: Arc<Backlog>) -> Arc<Outbox> {
         Arc::new(Outbox {
             inner: Mutex::default(),
-            own: AtomicUsize::new(0),
-            others: AtomicUsize::new(0),
+            own: Tally::default(),
+            others: Tally::default(),
             closed: AtomicU8::new(0),
             limit,
             headroom,
@@ -241,13 +301,17 @@ impl Outbox {
         if self.is_closed() {
             return Err(Refused::Closed);
         }
+        let bytes = frame.len();
         match cause {
-            Cause::Other if self.others.load(Ordering::SeqCst) >= self.limit => {
+            Cause::Other
+                if self.others.frames() >= self.limit
+                    || self.others.bytes() + bytes > OTHERS_BYTES =>
+            {
                 return Err(Refused::Full);
             }
-            Cause::Other => self.others.fetch_add(1, Ordering::SeqCst),
+            Cause::Other => self.others.add(bytes),
             // The final `shutdown` event may come on top of a full allowance.
-            Cause::Own if self.own.load(Ordering::SeqCst) > self.limit + self.headroom => {
+            Cause::Own if self.own.frames() > self.limit + self.headroom => {
                 // Unreachable by the argument in the module docs; if it ever
                 // happens, closing beats silently losing a reply.
                 drop(inner);
@@ -255,7 +319,7 @@ impl Outbox {
                 self.close_into(CloseReason::Internal, wakes);
                 return Err(Refused::Closed);
             }
-            Cause::Own => self.own.fetch_add(1, Ordering::SeqCst),
+            Cause::Own => self.own.add(bytes),
         };
         inner.items.push_back(Outgoing::Text(frame, cause));
         self.woken_by_push(&mut inner, wakes);
@@ -271,7 +335,7 @@ impl Outbox {
         if self.is_closed() {
             return;
         }
-        self.own.fetch_add(1, Ordering::SeqCst);
+        self.own.add(frame.len());
         inner.items.push_back(Outgoing::Text(frame, Cause::Own));
         // Closed under the same lock: no push can come between the two.
         self.close_locked(&mut inner, reason, &mut wakes);
@@ -288,6 +352,17 @@ impl Outbox {
         }
     }
 
+    /// Queues the answer to a client's ping, as an own frame (it counts
+    /// towards the pipelining brake like a reply).
+    pub(crate) fn pong(&self, data: Bytes, wakes: &mut Wakeups) {
+        let mut inner = self.lock();
+        if !self.is_closed() {
+            self.own.add(data.len());
+            inner.items.push_back(Outgoing::Pong(data));
+            self.woken_by_push(&mut inner, wakes);
+        }
+    }
+
     /// The writer's transitions on a push: a parked writer is woken (after
     /// the caller's locks), and a woken one that has not run while its
     /// queue grew to a quarter of the limit is counted as deep.
@@ -296,7 +371,8 @@ impl Outbox {
             .wakers
             .extend(inner.take_parked(Writer::Woken { deep: false }));
         if let Writer::Woken { deep: false } = inner.writer
-            && self.others.load(Ordering::SeqCst) >= (self.limit / 4).max(1)
+            && (self.others.frames() >= (self.limit / 4).max(1)
+                || self.others.bytes() >= OTHERS_BYTES / 4)
         {
             inner.writer = Writer::Woken { deep: true };
             self.backlog.add();
@@ -362,9 +438,10 @@ impl Outbox {
     }
 
     /// Whether the reader may go on to its next request: fewer than
-    /// `limit` own frames queued, or the connection is closing.
+    /// `limit` own frames and [`OWN_BYTES`] queued, or the connection is
+    /// closing.
     pub(crate) fn has_space(&self) -> bool {
-        self.own.load(Ordering::SeqCst) < self.limit || self.is_closed()
+        (self.own.frames() < self.limit && self.own.bytes() < OWN_BYTES) || self.is_closed()
     }
 
     /// Waits until [`Outbox::has_space`]: the pipelining client's brake.
@@ -418,10 +495,10 @@ impl Outbox {
     /// Counts off one item the writer took.
     fn sent(&self, item: &Outgoing) {
         match item {
-            Outgoing::Text(_, Cause::Own) => self.own.fetch_sub(1, Ordering::SeqCst),
-            Outgoing::Text(_, Cause::Other) => self.others.fetch_sub(1, Ordering::SeqCst),
-            Outgoing::Ping => 0,
-        };
+            Outgoing::Text(_, Cause::Own) | Outgoing::Pong(_) => self.own.sub(item.bytes()),
+            Outgoing::Text(_, Cause::Other) => self.others.sub(item.bytes()),
+            Outgoing::Ping => {}
+        }
     }
 }
 
@@ -589,7 +666,7 @@ mod tests {
                 .unwrap()
                 .map(|item| match item {
                     Outgoing::Text(f, _) => f.as_str().to_owned(),
-                    Outgoing::Ping => "ping".into(),
+                    Outgoing::Ping | Outgoing::Pong(_) => "ping".into(),
                 })
                 .collect();
             assert_eq!(texts, ["a", "bye"]);

@@ -32,6 +32,7 @@ use crate::registry::{Registry, RegistryConfig, RegistryCounts};
 use crate::shutdown::Shutdown;
 use crate::state::ServerState;
 use crate::tasks::{TaskToken, TaskTracker};
+use crate::writer::FRAGMENT;
 
 /// Listen backlog: deep enough for a burst of thousands of connects.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -276,22 +277,18 @@ async fn refuse_full(mut stream: natter_runtime::TcpStream, id: u64, peer: Socke
 /// 4 KiB to 1 KiB took an idle connection from 10.7 to 7.7 KiB of server
 /// memory, and 512 bytes saves another half KiB. tungstenite also zeroes
 /// the buffer before each read, so smaller is cheaper per read too.
+///
+/// The write buffer gathers a batch's frames into one `send` up to 16 KiB.
+/// Every frame natter sends is at most one [`FRAGMENT`] (bigger messages go
+/// out in fragments, see `crate::writer`), so the buffer's bound is that
+/// plus room for a pong and a close frame: a client that does not read can
+/// hold no more than that in it.
 fn websocket_config(config: &Config) -> WebSocketConfig {
     let write_buffer = 16 * 1024;
-    // The largest frame natter sends is a join reply (history messages,
-    // whose text may grow 6x when JSON-escaped, plus the member list) or a
-    // `rooms` reply. The buffer only grows that far if such a frame is sent.
-    // A `rooms` reply lists every room with members: at most every
-    // connection's rooms, about 90 bytes each.
-    let connections = config.max_connections.min(100_000);
-    let largest_reply = (config.history.max(20) * (6 * config.max_text_bytes + 512))
-        .max(connections * config.max_rooms_per_connection.min(1000) * 90)
-        + connections * 40
-        + 64 * 1024;
     WebSocketConfig::default()
         .read_buffer_size(512)
         .write_buffer_size(write_buffer)
-        .max_write_buffer_size(write_buffer + largest_reply)
+        .max_write_buffer_size(write_buffer + FRAGMENT + 1024)
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes))
 }
