@@ -296,7 +296,7 @@ async fn read_requests(
             };
             last_heard = Instant::now();
             handled = handled.wrapping_add(1);
-            if handled % YIELD_EVERY == 0 {
+            if handled.is_multiple_of(YIELD_EVERY) {
                 natter_runtime::yield_now().await;
             }
             let text = match message {
