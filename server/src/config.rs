@@ -58,6 +58,29 @@ pub struct Config {
     #[arg(long, env = "NATTER_MAX_ROOMS", default_value_t = 1000)]
     pub max_rooms: usize,
 
+    /// A web page origin allowed to connect besides the server's own pages
+    /// (an upgrade whose Origin has the host and port of its Host header);
+    /// repeatable, or comma-separated in the env var. `*` allows every
+    /// origin; `null` allows sandboxed pages and local files. Any other
+    /// page gets HTTP 403: otherwise a web page could use its visitors'
+    /// browsers to chat on a natter on their machine or intranet. Clients
+    /// that send no Origin (not browsers) are always accepted.
+    #[arg(
+        long = "allowed-origin",
+        env = "NATTER_ALLOWED_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Connections one client address may hold at once, handshakes in
+    /// progress included; the next gets HTTP 429 with Retry-After. 0 (the
+    /// default) means no limit: behind a reverse proxy every client arrives
+    /// from the proxy's address, so a per-address limit would cap the whole
+    /// server. Set it when clients connect directly.
+    #[arg(long, env = "NATTER_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+
     /// Threads that run the connection tasks. One is the fastest setting
     /// for broadcast-heavy rooms on a small machine: a broadcast runs to
     /// completion before the writers drain their queues, so each socket

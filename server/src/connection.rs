@@ -38,6 +38,7 @@ use crate::conn_id::ConnId;
 use crate::frame::encode;
 use crate::handler::{self, Handler};
 use crate::handshake::{self, HttpRefusal};
+use crate::log_limit::{Note, truncate};
 use crate::outbox::{Outbox, Side};
 use crate::ping_filter::{PingFilter, PingLog, Wire};
 use crate::rate::{FloodMeter, TokenBucket};
@@ -103,6 +104,9 @@ async fn open(
             return None;
         }
         Some(Ok(Err(refusal))) => refusal,
+        Some(Ok(Ok(upgrade))) if !origin_allowed(&upgrade, peer, state) => {
+            HttpRefusal::forbidden_origin()
+        }
         Some(Ok(Ok(_))) if state.shutdown.is_triggered() => HttpRefusal::shutting_down(),
         Some(Ok(Ok(upgrade))) => {
             if let Err(e) = handshake::accept(&mut stream, &upgrade.key).await {
@@ -118,6 +122,30 @@ async fn open(
     };
     refuse(stream, id, peer, &refusal).await;
     None
+}
+
+/// The Origin rule (`crate::origin`) for this upgrade; a refused origin is
+/// logged at info, once a minute per origin.
+fn origin_allowed(upgrade: &handshake::Upgrade, peer: SocketAddr, state: &ServerState) -> bool {
+    let Some(origin) = upgrade.origin.as_deref() else {
+        return true;
+    };
+    if state.origins.allows(origin, &upgrade.host) {
+        return true;
+    }
+    match state.refused_origins.note(origin, Instant::now()) {
+        Note::Log => log::info!(
+            "refused origin {:?} (Host {:?}, from {peer}): HTTP 403; \
+             --allowed-origin lists the pages allowed (logged once a minute per origin)",
+            truncate(origin),
+            truncate(&upgrade.host)
+        ),
+        Note::Overflow => {
+            log::info!("refusing origins from many distinct pages; not logging each (from {peer})")
+        }
+        Note::Quiet => {}
+    }
+    false
 }
 
 /// Answers a handshake with an HTTP error and lets the socket go.

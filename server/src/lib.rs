@@ -11,7 +11,10 @@
 //! - the broadcast path, the one enqueue step every frame takes:
 //!   `broadcast`, into each connection's queue, `outbox` (its state
 //!   machine); ingest backpressure when writers fall behind: `backlog`
-//! - the connection cap (a semaphore): `cap`
+//! - the connection cap (a semaphore): `cap`; the per-address cap (a
+//!   count per IP, released by a guard): `per_ip`
+//! - which web pages may connect (the Origin rule): `origin`; logging a
+//!   refusal once per minute in bounded memory: `log_limit`
 //! - the shutdown signal (an event): `shutdown`; waiting for tasks: `tasks`
 //! - client pings, answered or not by the reader under the rate limit:
 //!   `ping_filter`
@@ -21,7 +24,8 @@
 //! The modules form no import circle: `server` → `connection` → `handler`
 //! → `registry` → `broadcast` → `outbox` → `backlog`, each only looking
 //! down; `state` sits beside `server` and `connection`, above the registry;
-//! `frame`, `conn_id` and `close_reason` are leaves
+//! `frame`, `conn_id`, `close_reason`, `origin`, `per_ip` and `log_limit`
+//! are leaves
 //! (`python3 .ci/import_graph.py server/src` prints the graph).
 
 #![warn(missing_docs)]
@@ -37,7 +41,10 @@ mod connection;
 mod frame;
 mod handler;
 mod handshake;
+mod log_limit;
+mod origin;
 mod outbox;
+mod per_ip;
 mod ping_filter;
 mod rate;
 mod registry;
