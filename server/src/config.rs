@@ -165,8 +165,8 @@ impl Config {
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
         }
-        if self.queue == 0 {
-            return Err("--queue must be at least 1".into());
+        if self.queue == 0 || self.queue > 1_000_000 {
+            return Err("--queue must be between 1 and 1000000".into());
         }
         if self.max_message_bytes < 128 {
             return Err("--max-message-bytes must be at least 128".into());

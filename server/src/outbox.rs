@@ -67,7 +67,7 @@
 //! slot per wait replaces an `Event` and its listeners.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
@@ -129,30 +129,31 @@ impl Outgoing {
     }
 }
 
-/// Frames and bytes of one kind, queued or in the writer's batch.
+/// Frames and bytes of one kind, queued or in the writer's batch, packed in
+/// one atomic (frames above bit 40, bytes below) so that counting a frame
+/// in or out is one atomic operation, not two: it happens twice for every
+/// delivery. `--queue` is at most a million (`Config::validate`), far below
+/// the 2^24 frames the top bits hold, and no queue holds 2^40 bytes.
 #[derive(Default)]
-struct Tally {
-    frames: AtomicUsize,
-    bytes: AtomicUsize,
-}
+struct Tally(AtomicU64);
+
+const FRAME: u64 = 1 << 40;
 
 impl Tally {
     fn add(&self, bytes: usize) {
-        self.frames.fetch_add(1, Ordering::SeqCst);
-        self.bytes.fetch_add(bytes, Ordering::SeqCst);
+        self.0.fetch_add(FRAME + bytes as u64, Ordering::SeqCst);
     }
 
     fn sub(&self, bytes: usize) {
-        self.frames.fetch_sub(1, Ordering::SeqCst);
-        self.bytes.fetch_sub(bytes, Ordering::SeqCst);
+        self.0.fetch_sub(FRAME + bytes as u64, Ordering::SeqCst);
     }
 
     fn frames(&self) -> usize {
-        self.frames.load(Ordering::SeqCst)
+        (self.0.load(Ordering::SeqCst) / FRAME) as usize
     }
 
     fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::SeqCst)
+        (self.0.load(Ordering::SeqCst) % FRAME) as usize
     }
 }
 
@@ -646,6 +647,30 @@ mod tests {
             out.push(frame("f"), Cause::Own, &mut wakes),
             Err(Refused::Closed)
         );
+    }
+
+    #[test]
+    fn bytes_count_as_well_as_frames() {
+        let (out, _) = outbox(1000);
+        let mut wakes = Wakeups::default();
+        let big = Frame::from("x".repeat(OTHERS_BYTES / 2));
+        assert_eq!(out.push(big.clone(), Cause::Other, &mut wakes), Ok(()));
+        assert_eq!(out.push(big.clone(), Cause::Other, &mut wakes), Ok(()));
+        assert_eq!(
+            out.push(frame("one byte more"), Cause::Other, &mut wakes),
+            Err(Refused::Full),
+            "others' bytes past OTHERS_BYTES make a slow consumer"
+        );
+        assert!(out.has_space());
+        let reply = Frame::from("y".repeat(OWN_BYTES));
+        assert_eq!(out.push(reply, Cause::Own, &mut wakes), Ok(()));
+        assert!(!out.has_space(), "own bytes at OWN_BYTES hold the reader");
+        natter_runtime::block_on(async {
+            let mut writer = out.writer();
+            assert_eq!(writer.next_batch().await.unwrap().count(), 3);
+        });
+        assert!(out.has_space());
+        assert_eq!((out.own.bytes(), out.others.bytes()), (0, 0));
     }
 
     #[test]
