@@ -32,15 +32,15 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// The server's user + system CPU so far (clock ticks of 10 ms).
-fn cpu_secs(pid: u32) -> f64 {
+/// The server's (user, system) CPU so far, in seconds (clock ticks of 10 ms).
+fn cpu_secs(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
     // Fields after the command name (which is in parentheses).
     let rest = &stat[stat.rfind(')').expect("comm") + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
+    let ticks = |i: usize| fields[i].parse::<u64>().expect("ticks") as f64 / 100.0;
+    (ticks(11), ticks(12))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -175,7 +175,11 @@ fn rejoins_versus_another_members_round_trip() {
             reply_bytes = reply_bytes.max(b);
         }
         let elapsed = started.elapsed().as_secs_f64();
-        let cpu = pid.map(|pid| cpu_secs(pid) - cpu_before.unwrap_or(0.0));
+        let cpu = pid.map(|pid| {
+            let (user, sys) = cpu_secs(pid);
+            let (user0, sys0) = cpu_before.unwrap_or_default();
+            (user - user0, sys - sys0)
+        });
         member.close().await;
 
         println!("{}", summary("quiet round trip ", quiet));
@@ -186,10 +190,12 @@ fn rejoins_versus_another_members_round_trip() {
             reply_bytes as f64 / 1e6
         );
         match cpu {
-            Some(cpu) => println!(
-                "server CPU: {cpu:.2} s over {elapsed:.1} s ({:.0}% of a core), {:.2} ms per join",
-                100.0 * cpu / elapsed,
-                1000.0 * cpu / joins.max(1) as f64
+            Some((user, sys)) => println!(
+                "server CPU: {:.2} s (user {user:.2}, system {sys:.2}) over {elapsed:.1} s \
+                 ({:.0}% of a core), {:.2} ms per join",
+                user + sys,
+                100.0 * (user + sys) / elapsed,
+                1000.0 * (user + sys) / joins.max(1) as f64
             ),
             None => println!("server CPU: not measured (set NATTER_BENCH_PID)"),
         }
