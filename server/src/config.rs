@@ -54,7 +54,9 @@ pub struct Config {
     #[arg(long, env = "NATTER_SHUTDOWN_GRACE", default_value_t = 5.0)]
     pub shutdown_grace: f64,
 
-    /// Rooms retained in all; past it the least recently active empty room is evicted.
+    /// Rooms kept with no members (with their seq, epoch and history); past
+    /// it the one emptied longest ago is forgotten; 0 forgets a room as soon
+    /// as it empties. Rooms with members never count.
     #[arg(long, env = "NATTER_MAX_ROOMS", default_value_t = 1000)]
     pub max_rooms: usize,
 

@@ -7,7 +7,8 @@
 //! - accept loop, connection cap use, shutdown path: `server`; what the
 //!   connection tasks share: `state`
 //! - the connection task (reader half): `connection`; writer half: `writer`
-//! - the room registry behind an async mutex: `registry`; one room: `room`
+//! - the room registry behind an async mutex: `registry`; one room, and the
+//!   table of rooms with its `--max-rooms` eviction index: `room`
 //! - the broadcast path, the one enqueue step every frame takes:
 //!   `broadcast`, into each connection's queue, `outbox` (its state
 //!   machine); ingest backpressure when writers fall behind: `backlog`
