@@ -33,6 +33,9 @@ const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// fragment instead of the server holding a second copy of it.
 pub(crate) const FRAGMENT: usize = 4096;
 
+/// Bytes of one big message the writer sends before letting other tasks run.
+const YIELD_BYTES: usize = 16 * FRAGMENT;
+
 /// Runs until the outbox is closed and drained (or abandoned), then sends
 /// the close frame its close reason calls for.
 pub(crate) async fn run(mut sink: WebSocketSender<Wire>, outbox: &Outbox) {
@@ -126,6 +129,12 @@ async fn feed_fragments(
         let fragment = Frame::message(bytes.slice(start..end), opcode, end == bytes.len());
         sink.feed(Message::Frame(fragment)).await?;
         start = end;
+        // A socket that takes everything at once (loopback, a fast client)
+        // would let one 2.4 MB reply hold the executor for milliseconds:
+        // let other tasks run between slices of it.
+        if start % YIELD_BYTES == 0 {
+            natter_runtime::yield_now().await;
+        }
     }
     Ok(())
 }
