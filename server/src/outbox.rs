@@ -33,21 +33,27 @@
 //!
 //! # The writer's states (all under one lock, [`Inner::writer`])
 //! ```text
-//!            park (queue empty, open)
+//!            park (queue empty, open; uncounted)
 //!  Running ───────────────────────────▶ Parked(waker)
-//!   ▲  │                                   │ push: the waker goes to the
-//!   │  │ finds frames, yields first        │ producer's Wakeups
-//!   │  └───────────────────────────┐       ▼
-//!   │ takes its batch, or stops    └──▶ Woken { deep }
-//!   └──────────────────────────────────  deep: others ≥ limit/4 → counted
-//!                                        in the Backlog until it takes
+//!   ▲ │ ▲                                  │ push: the waker goes to the
+//!   │ │ │ finds frames, yields first       │ producer's Wakeups
+//!   │ │ └──────────────────────────┐       ▼
+//!   │ │ takes its batch (uncounted) └──▶ Woken { deep }
+//!   │ │◀──────────────────────────────────┘
+//!   │ │ socket takes nothing for STALL (uncounted)
+//!   │ └──────────▶ Stalled ── finds frames ──▶ Woken
 //!   Parked ──close──▶ Running (woken to drain and finish, or to stop)
 //! ```
-//! "Takes" is after the writer's yield (see [`WriterSide::next_batch`]): a
-//! writer that found frames and let others run first is still `Woken`
-//! until it swaps the queue out, so pushes meanwhile can mark it deep. A
-//! writer busy on a full socket is `Running`: nobody wakes it and it is
-//! never counted, so a client that stopped reading cannot hold up others.
+//! A writer that is `Woken` (not run yet, or yielding before it takes its
+//! frames, see [`WriterSide::next_batch`]) or `Running` (sending a batch)
+//! while pushes take its queue to a quarter of the limit is *deep*:
+//! counted in the [`Backlog`], which paces every reader, until it takes its
+//! next batch. Both are the server's own lag, not the client's: with one
+//! executor thread the writer has not been scheduled yet, with several it
+//! is still sending while other threads push. A writer whose socket takes
+//! nothing for [`STALL`] is `Stalled` and never counted: a client that
+//! stopped reading can hold the others up for that long at most, and is
+//! then closed as a slow consumer when its queue fills.
 //!
 //! # Closing
 //! Closed is stored once, in [`Outbox::closed`]: 0 while open, else the
@@ -204,18 +210,31 @@ struct Inner {
     abort: [Option<Waker>; 2],
 }
 
+/// How long a writer's socket may take nothing before the writer stops
+/// counting as the server's lag (see the module docs): long enough for a
+/// reader that reads to drain a burst, short enough that a reader that
+/// does not read holds the others up once, briefly.
+pub(crate) const STALL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The writer as producers see it.
-#[derive(Default)]
 enum Writer {
-    /// Taking or sending frames, or gone: nothing to wake.
-    #[default]
-    Running,
+    /// Sending a batch, or gone: nothing to wake; `deep` as for `Woken`.
+    Running { deep: bool },
+    /// Sending a batch the socket has taken nothing of for [`STALL`]:
+    /// nothing to wake, never counted.
+    Stalled,
     /// Waiting for frames; the first producer takes this waker.
     Parked(Waker),
     /// Woken by a producer, or found frames and yielding before it takes
     /// them; `deep` when its queue reached a quarter of the limit
     /// meanwhile, and so counted in the [`Backlog`].
     Woken { deep: bool },
+}
+
+impl Default for Writer {
+    fn default() -> Writer {
+        Writer::Running { deep: false }
+    }
 }
 
 impl Inner {
@@ -231,14 +250,21 @@ impl Inner {
         }
     }
 
-    /// The writer runs (or stops for good): it holds nobody up any more.
-    /// If it was the last deep one, the readers are let go by `wakes`.
-    fn writer_runs(&mut self, backlog: &Arc<Backlog>, wakes: &mut Wakeups) {
-        if let Writer::Woken { deep: true } = std::mem::take(&mut self.writer)
+    /// The writer moves to `next` and holds nobody up any more (it took
+    /// its batch, stalled, parked or stopped). If it was the last deep one,
+    /// the readers are let go by `wakes`.
+    fn uncount(&mut self, next: Writer, backlog: &Arc<Backlog>, wakes: &mut Wakeups) {
+        if let Writer::Woken { deep: true } | Writer::Running { deep: true } =
+            std::mem::replace(&mut self.writer, next)
             && backlog.remove()
         {
             wakes.cleared = Some(backlog.clone());
         }
+    }
+
+    /// The writer runs (or stops for good).
+    fn writer_runs(&mut self, backlog: &Arc<Backlog>, wakes: &mut Wakeups) {
+        self.uncount(Writer::default(), backlog, wakes);
     }
 }
 
@@ -371,11 +397,15 @@ impl Outbox {
         wakes
             .wakers
             .extend(inner.take_parked(Writer::Woken { deep: false }));
-        if let Writer::Woken { deep: false } = inner.writer
-            && (self.others.frames() >= (self.limit / 4).max(1)
-                || self.others.bytes() >= OTHERS_BYTES / 4)
+        let deep = match inner.writer {
+            Writer::Woken { deep: false } => Writer::Woken { deep: true },
+            Writer::Running { deep: false } => Writer::Running { deep: true },
+            _ => return,
+        };
+        if self.others.frames() >= (self.limit / 4).max(1)
+            || self.others.bytes() >= OTHERS_BYTES / 4
         {
-            inner.writer = Writer::Woken { deep: true };
+            inner.writer = deep;
             self.backlog.add();
         }
     }
@@ -401,7 +431,7 @@ impl Outbox {
     fn close_locked(&self, inner: &mut Inner, reason: CloseReason, wakes: &mut Wakeups) {
         self.closed.store(reason.code(), Ordering::SeqCst);
         // The writer must look again: to drain and finish, or to stop.
-        wakes.wakers.extend(inner.take_parked(Writer::Running));
+        wakes.wakers.extend(inner.take_parked(Writer::default()));
         wakes.wakers.extend(inner.space.take());
         if reason.discards_queue() {
             // The writer stops without taking its frames: uncount it now.
@@ -493,6 +523,17 @@ impl Outbox {
         }
     }
 
+    /// The writer's socket has taken nothing of its batch for [`STALL`]:
+    /// it stops counting as the server's lag (see the module docs).
+    pub(crate) fn stalled(&self) {
+        let mut wakes = Wakeups::default();
+        let mut inner = self.lock();
+        if let Writer::Running { .. } = inner.writer {
+            inner.uncount(Writer::Stalled, &self.backlog, &mut wakes);
+        }
+        drop(inner);
+    }
+
     /// Counts off one item the writer took.
     fn sent(&self, item: &Outgoing) {
         match item {
@@ -540,9 +581,10 @@ impl<'a> WriterSide<'a> {
             } else if !inner.items.is_empty() {
                 // About to yield with frames still queued: until it takes
                 // them it counts as woken, and may become deep.
-                if let Writer::Running | Writer::Parked(_) = inner.writer {
-                    inner.writer = Writer::Woken { deep: false };
-                }
+                inner.writer = match inner.writer {
+                    Writer::Running { deep } | Writer::Woken { deep } => Writer::Woken { deep },
+                    Writer::Stalled | Writer::Parked(_) => Writer::Woken { deep: false },
+                };
                 Poll::Ready(true)
             } else {
                 // Woken implies frames queued, so this uncounts nothing
@@ -727,6 +769,32 @@ mod tests {
             assert_eq!(batch.count(), 2);
         });
         assert!(out.has_space());
+    }
+
+    #[test]
+    fn a_writer_still_sending_counts_as_deep_until_its_next_batch_or_a_stall() {
+        let (out, backlog) = outbox(8);
+        let mut wakes = Wakeups::default();
+        natter_runtime::block_on(async {
+            let mut writer = out.writer();
+            out.push(frame("0"), Cause::Other, &mut wakes).unwrap();
+            let batch = writer.next_batch().await.unwrap();
+            // Sending that batch (another thread, say), pushes arrive.
+            out.push(frame("1"), Cause::Other, &mut wakes).unwrap();
+            out.push(frame("2"), Cause::Other, &mut wakes).unwrap();
+            assert!(backlog.is_congested(), "busy, a quarter full: deep");
+            assert_eq!(batch.count(), 1);
+            let batch = writer.next_batch().await.unwrap();
+            assert!(!backlog.is_congested(), "took its next batch");
+            out.push(frame("3"), Cause::Other, &mut wakes).unwrap();
+            out.push(frame("4"), Cause::Other, &mut wakes).unwrap();
+            assert!(backlog.is_congested());
+            out.stalled();
+            assert!(!backlog.is_congested(), "a stalled socket holds nobody up");
+            out.push(frame("5"), Cause::Other, &mut wakes).unwrap();
+            assert!(!backlog.is_congested(), "and is not counted again");
+            drop(batch);
+        });
     }
 
     #[test]

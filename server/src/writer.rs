@@ -14,11 +14,13 @@ use async_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use async_tungstenite::tungstenite::{Bytes, Message};
 use futures::SinkExt;
 use futures::future::{Either, select};
-use natter_runtime::timeout;
+use std::task::Poll;
+
+use natter_runtime::{sleep, timeout};
 
 use crate::close_reason::CloseReason;
 use crate::frame::Frame as Text;
-use crate::outbox::{Outbox, Outgoing, Side};
+use crate::outbox::{Batch, Outbox, Outgoing, STALL, Side};
 use crate::ping_filter::Wire;
 
 /// How long a close frame may take to get out before the socket is dropped.
@@ -94,19 +96,42 @@ async fn drain(
 ) -> Result<(), async_tungstenite::tungstenite::Error> {
     let mut queue = outbox.writer();
     while let Some(batch) = queue.next_batch().await {
-        for item in batch {
-            match item {
-                Outgoing::Text(text, _) if text.len() > FRAGMENT => {
-                    feed_fragments(sink, text).await?;
-                }
-                Outgoing::Text(text, _) => sink.feed(Message::Text(text)).await?,
-                Outgoing::Ping => sink.feed(Message::Ping(Bytes::new())).await?,
-                Outgoing::Pong(data) => sink.feed(Message::Pong(data)).await?,
+        let mut send = pin!(send_batch(sink, batch));
+        // Usually the socket takes the whole batch at once. If not, the
+        // writer counts as the server's lag (it paces everyone's readers,
+        // see `crate::outbox`) only until `STALL` has passed; the timer is
+        // armed only then, not for every batch.
+        if let Poll::Ready(sent) = futures::poll!(send.as_mut()) {
+            sent?;
+            continue;
+        }
+        match select(send.as_mut(), pin!(sleep(STALL))).await {
+            Either::Left((sent, _)) => sent?,
+            Either::Right(((), send)) => {
+                outbox.stalled();
+                send.await?;
             }
         }
-        sink.flush().await?;
     }
     Ok(())
+}
+
+/// Feeds one batch to the socket and flushes it.
+async fn send_batch(
+    sink: &mut WebSocketSender<Wire>,
+    batch: Batch<'_, '_>,
+) -> Result<(), async_tungstenite::tungstenite::Error> {
+    for item in batch {
+        match item {
+            Outgoing::Text(text, _) if text.len() > FRAGMENT => {
+                feed_fragments(sink, text).await?;
+            }
+            Outgoing::Text(text, _) => sink.feed(Message::Text(text)).await?,
+            Outgoing::Ping => sink.feed(Message::Ping(Bytes::new())).await?,
+            Outgoing::Pong(data) => sink.feed(Message::Pong(data)).await?,
+        }
+    }
+    sink.flush().await
 }
 
 /// Feeds one text message as fragments of [`FRAGMENT`] bytes (RFC 6455
