@@ -21,7 +21,7 @@ pub use id::Id;
 pub use limits::Limits;
 pub use message::{
     ChatMessage, ErrorReply, JoinOk, OkReply, Presence, PresenceKind, Reply, RoomCount,
-    ServerMessage, Welcome, WhisperEvent, encode_error, encode_ok,
+    ServerMessage, Welcome, WhisperEvent, encode_error, encode_join_ok_spliced, encode_ok,
 };
 pub use request::{Envelope, Request, decode_request};
 

@@ -134,6 +134,49 @@ pub fn encode_ok<B: Serialize>(id: Option<&Id>, body: &B) -> String {
     })
 }
 
+/// Encodes a `join` reply whose `history` elements are already-encoded JSON
+/// objects (the `message` events as they were broadcast), copied in
+/// verbatim: no element is parsed, escaped or checked again, so the cost is
+/// one copy of their bytes. The caller vouches that each element is one
+/// JSON object. Same fields, same order, as [`encode_ok`] on a [`JoinOk`].
+pub fn encode_join_ok_spliced<H: AsRef<str>>(id: Option<&Id>, reply: &JoinOk<H>) -> String {
+    /// Everything before `history`, borrowed (nothing is cloned).
+    #[derive(Serialize)]
+    struct Head<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        id: Option<&'a Id>,
+        room: &'a str,
+        members: &'a [String],
+        seq: u64,
+        epoch: &'a str,
+    }
+    let head = to_json(&Head {
+        kind: "ok",
+        id,
+        room: &reply.room,
+        members: &reply.members,
+        seq: reply.seq,
+        epoch: &reply.epoch,
+    });
+    // `head` is an object: drop its closing brace and go on from there.
+    let head = head.strip_suffix('}').unwrap_or(&head);
+    let history_len: usize = reply.history.iter().map(|h| h.as_ref().len() + 1).sum();
+    let mut out = String::with_capacity(head.len() + history_len + 40);
+    out.push_str(head);
+    out.push_str(",\"history\":[");
+    for (i, element) in reply.history.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(element.as_ref());
+    }
+    out.push_str("],\"complete\":");
+    out.push_str(if reply.complete { "true" } else { "false" });
+    out.push('}');
+    out
+}
+
 /// Encodes an `error` reply.
 pub fn encode_error(id: Option<&Id>, code: ErrorCode, message: &str) -> String {
     #[derive(Serialize)]

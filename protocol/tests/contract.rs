@@ -8,7 +8,7 @@ use natter_protocol::names::{validate_nick, validate_room, validate_text};
 use natter_protocol::{
     ChatMessage, DecodeError, Envelope, ErrorCode, ErrorReply, Id, JoinOk, Limits, OkReply,
     Presence, PresenceKind, Reply, Request, RoomCount, ServerMessage, Welcome, WhisperEvent,
-    decode_request, encode_error, encode_ok,
+    decode_request, encode_error, encode_join_ok_spliced, encode_ok,
 };
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
@@ -281,6 +281,90 @@ fn encoders_produce_the_example_replies() {
             let parsed: ServerMessage = serde_json::from_str(&text).unwrap();
             assert_eq!(parsed, expected);
         }
+    }
+}
+
+/// The spliced `join` reply (history copied in as encoded text) is byte for
+/// byte what serde writes for the same reply with the history embedded as
+/// raw JSON, and reads back as the typed reply.
+fn assert_spliced_join_matches(
+    id: Option<Id>,
+    members: Vec<String>,
+    texts: Vec<String>,
+    complete: bool,
+) {
+    let history: Vec<ChatMessage> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| msg("lobby", i as u64 + 1, "alice", text))
+        .collect();
+    let encoded: Vec<String> = history
+        .iter()
+        .map(|m| ServerMessage::Message(m.clone()).to_json())
+        .collect();
+    let seq = texts.len() as u64;
+    let reply = |history: Vec<ChatMessage>| JoinOk {
+        history,
+        ..with_history(&members, seq, complete, vec![])
+    };
+    fn with_history<H>(members: &[String], seq: u64, complete: bool, history: Vec<H>) -> JoinOk<H> {
+        JoinOk {
+            room: "lobby".into(),
+            members: members.to_vec(),
+            seq,
+            epoch: "e\"1".into(),
+            history,
+            complete,
+        }
+    }
+    let raw: Vec<Box<serde_json::value::RawValue>> = encoded
+        .iter()
+        .map(|e| serde_json::value::RawValue::from_string(e.clone()).unwrap())
+        .collect();
+    let spliced = encode_join_ok_spliced(
+        id.as_ref(),
+        &with_history(&members, seq, complete, encoded.clone()),
+    );
+    let serde = encode_ok(id.as_ref(), &with_history(&members, seq, complete, raw));
+    assert_eq!(spliced, serde);
+    let parsed: ServerMessage = serde_json::from_str(&spliced).unwrap();
+    let expected = ServerMessage::Ok(OkReply {
+        id,
+        reply: Reply::Join(reply(history)),
+    });
+    assert_eq!(parsed, expected);
+}
+
+#[test]
+fn spliced_join_reply_is_the_serde_reply() {
+    assert_spliced_join_matches(None, vec![], vec![], true);
+    assert_spliced_join_matches(
+        Some(Id::Int(-7)),
+        vec!["a".into()],
+        vec!["hi".into()],
+        false,
+    );
+    assert_spliced_join_matches(
+        Some(Id::from("x\"y\\}")),
+        vec!["Bob".into(), "alice".into()],
+        vec![
+            "\u{1}".repeat(4096),
+            "\"".repeat(10),
+            "],\"complete\":true}".into(),
+        ],
+        true,
+    );
+}
+
+proptest! {
+    #[test]
+    fn spliced_join_reply_is_the_serde_reply_for_any_text(
+        id in proptest::option::of(prop_oneof![any::<i64>().prop_map(Id::Int), ".{0,8}".prop_map(Id::Str)]),
+        members in proptest::collection::vec("[a-zA-Z0-9_-]{1,8}", 0..4),
+        texts in proptest::collection::vec(any::<String>(), 0..5),
+        complete in any::<bool>(),
+    ) {
+        assert_spliced_join_matches(id, members, texts, complete);
     }
 }
 

@@ -19,14 +19,16 @@
 //! Why wake after the lock: waking a parked task can cost a syscall; a
 //! thousand of them under the registry lock made every other sender wait.
 //!
-//! Two frames skip steps 1 and 3 because they cannot meet them: the
-//! keepalive [`ping`] (the outbox keeps at most one, never refused) and the
-//! shutdown notice, [`last_word`] (queued and closed in one step).
+//! Three frames skip steps 1 and 3 because they cannot meet them: the
+//! keepalive [`ping`] (the outbox keeps at most one, never refused), the
+//! [`pong`] to a client's ping (the reader's own, so never refused), and
+//! the shutdown notice, [`last_word`] (queued and closed in one step).
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use async_lock::{Mutex, MutexGuard};
+use async_tungstenite::tungstenite::Bytes;
 
 use crate::close_reason::CloseReason;
 use crate::conn_id::ConnId;
@@ -120,6 +122,11 @@ pub(crate) fn reply(id: ConnId, outbox: &Outbox, frame: Frame) {
 /// Queues a keepalive ping (unless one is waiting) and wakes the writer.
 pub(crate) fn ping(outbox: &Outbox) {
     outbox.ping(&mut Wakeups::default());
+}
+
+/// Queues the answer to a client's ping and wakes the writer.
+pub(crate) fn pong(outbox: &Outbox, data: Bytes) {
+    outbox.pong(data, &mut Wakeups::default());
 }
 
 /// Queues the connection's last frame and closes it in one step, so that

@@ -54,9 +54,34 @@ pub struct Config {
     #[arg(long, env = "NATTER_SHUTDOWN_GRACE", default_value_t = 5.0)]
     pub shutdown_grace: f64,
 
-    /// Rooms retained in all; past it the least recently active empty room is evicted.
+    /// Rooms kept with no members (with their seq, epoch and history); past
+    /// it the one emptied longest ago is forgotten; 0 forgets a room as soon
+    /// as it empties. Rooms with members never count.
     #[arg(long, env = "NATTER_MAX_ROOMS", default_value_t = 1000)]
     pub max_rooms: usize,
+
+    /// A web page origin allowed to connect besides the server's own pages
+    /// (an upgrade whose Origin has the host and port of its Host header);
+    /// repeatable, or comma-separated in the env var. `*` allows every
+    /// origin; `null` allows sandboxed pages and local files. Any other
+    /// page gets HTTP 403: otherwise a web page could use its visitors'
+    /// browsers to chat on a natter on their machine or intranet. Clients
+    /// that send no Origin (not browsers) are always accepted.
+    #[arg(
+        long = "allowed-origin",
+        env = "NATTER_ALLOWED_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Connections one client address may hold at once, handshakes in
+    /// progress included; the next gets HTTP 429 with Retry-After. 0 (the
+    /// default) means no limit: behind a reverse proxy every client arrives
+    /// from the proxy's address, so a per-address limit would cap the whole
+    /// server. Set it when clients connect directly.
+    #[arg(long, env = "NATTER_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
 
     /// Threads that run the connection tasks. One is the fastest setting
     /// for broadcast-heavy rooms on a small machine: a broadcast runs to
@@ -142,8 +167,8 @@ impl Config {
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
         }
-        if self.queue == 0 {
-            return Err("--queue must be at least 1".into());
+        if self.queue == 0 || self.queue > 1_000_000 {
+            return Err("--queue must be between 1 and 1000000".into());
         }
         if self.max_message_bytes < 128 {
             return Err("--max-message-bytes must be at least 128".into());

@@ -38,12 +38,19 @@ use crate::conn_id::ConnId;
 use crate::frame::encode;
 use crate::handler::{self, Handler};
 use crate::handshake::{self, HttpRefusal};
+use crate::log_limit::{Note, truncate};
 use crate::outbox::{Outbox, Side};
+use crate::ping_filter::{PingFilter, PingLog, Wire};
 use crate::rate::{FloodMeter, TokenBucket};
 use crate::state::ServerState;
 
 /// The `server` field of `welcome`.
 const SERVER_NAME: &str = concat!("natter ", env!("CARGO_PKG_VERSION"));
+
+/// Messages a reader handles before it lets other tasks run: a client that
+/// keeps its socket full (pings cost almost nothing to send) must not keep
+/// the executor from everyone else; reads of buffered bytes never wait.
+const YIELD_EVERY: u32 = 8;
 
 /// How long the writer may take to deliver what is left and close, once
 /// the reader has stopped (shutdown has its own, server-wide grace period).
@@ -57,13 +64,13 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// they run.
 pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, id: ConnId, state: Arc<ServerState>) {
     let raw = stream.clone();
-    let Some((ws, nick)) = Box::pin(open(stream, peer, id, &state)).await else {
+    let Some((ws, pings, nick)) = Box::pin(open(stream, peer, id, &state)).await else {
         return;
     };
     // Split here rather than in `serve`: an argument stays part of the
     // task's state for the whole call, and the stream is 288 bytes.
     let (sink, stream) = ws.split();
-    serve(sink, stream, id, peer, nick.as_deref(), &state).await;
+    serve(sink, stream, &pings, id, peer, nick.as_deref(), &state).await;
     Box::pin(linger(raw)).await;
 }
 
@@ -75,7 +82,7 @@ async fn open(
     peer: SocketAddr,
     id: ConnId,
     state: &ServerState,
-) -> Option<(WebSocketStream<TcpStream>, Option<String>)> {
+) -> Option<(WebSocketStream<Wire>, PingLog, Option<String>)> {
     let request = {
         let read = pin!(timeout(
             state.config.handshake_timeout(),
@@ -97,24 +104,48 @@ async fn open(
             return None;
         }
         Some(Ok(Err(refusal))) => refusal,
+        Some(Ok(Ok(upgrade))) if !origin_allowed(&upgrade, peer, state) => {
+            HttpRefusal::forbidden_origin()
+        }
         Some(Ok(Ok(_))) if state.shutdown.is_triggered() => HttpRefusal::shutting_down(),
         Some(Ok(Ok(upgrade))) => {
             if let Err(e) = handshake::accept(&mut stream, &upgrade.key).await {
                 log::debug!("connection {id} from {peer}: could not complete upgrade: {e}");
                 return None;
             }
-            let ws = WebSocketStream::from_partially_read(
-                stream,
-                upgrade.leftover,
-                Role::Server,
-                Some(state.ws_config),
-            )
-            .await;
-            return Some((ws, upgrade.nick));
+            let pings = PingLog::default();
+            let wire = PingFilter::new(stream, upgrade.leftover, pings.clone());
+            let ws =
+                WebSocketStream::from_raw_socket(wire, Role::Server, Some(state.ws_config)).await;
+            return Some((ws, pings, upgrade.nick));
         }
     };
     refuse(stream, id, peer, &refusal).await;
     None
+}
+
+/// The Origin rule (`crate::origin`) for this upgrade; a refused origin is
+/// logged at info, once a minute per origin.
+fn origin_allowed(upgrade: &handshake::Upgrade, peer: SocketAddr, state: &ServerState) -> bool {
+    let Some(origin) = upgrade.origin.as_deref() else {
+        return true;
+    };
+    if state.origins.allows(origin, &upgrade.host) {
+        return true;
+    }
+    match state.refused_origins.note(origin, Instant::now()) {
+        Note::Log => log::info!(
+            "refused origin {:?} (Host {:?}, from {peer}): HTTP 403; \
+             --allowed-origin lists the pages allowed (logged once a minute per origin)",
+            truncate(origin),
+            truncate(&upgrade.host)
+        ),
+        Note::Overflow => {
+            log::info!("refusing origins from many distinct pages; not logging each (from {peer})")
+        }
+        Note::Quiet => {}
+    }
+    false
 }
 
 /// Answers a handshake with an HTTP error and lets the socket go.
@@ -137,8 +168,9 @@ pub(crate) async fn refuse(
 /// Runs an upgraded connection: registers it, runs reader and writer, and
 /// leaves the registry however it ends.
 async fn serve(
-    sink: WebSocketSender<TcpStream>,
-    stream: WebSocketReceiver<TcpStream>,
+    sink: WebSocketSender<Wire>,
+    stream: WebSocketReceiver<Wire>,
+    pings: &PingLog,
     id: ConnId,
     peer: SocketAddr,
     wanted_nick: Option<&str>,
@@ -168,7 +200,7 @@ async fn serve(
     log::debug!("connection {id} from {peer}: joined as {nick}");
 
     let reader = async {
-        let reason = read_requests(stream, id, &outbox, state).await;
+        let reason = read_requests(stream, pings, id, &outbox, state).await;
         if reason == CloseReason::Shutdown {
             let notice = encode(&ServerMessage::Shutdown {
                 reason: "server shutting down".into(),
@@ -230,7 +262,8 @@ enum Half {
 
 /// Reads and handles requests until something ends the connection.
 async fn read_requests(
-    mut stream: WebSocketReceiver<TcpStream>,
+    mut stream: WebSocketReceiver<Wire>,
+    pings: &PingLog,
     id: ConnId,
     outbox: &Outbox,
     state: &ServerState,
@@ -248,6 +281,10 @@ async fn read_requests(
     let ping_interval = config.ping_interval().min(config.idle_timeout());
     let idle_timeout = config.idle_timeout();
     let mut last_heard = Instant::now();
+    // Messages handled (for `YIELD_EVERY`), and the payload of the ping
+    // being answered.
+    let mut handled: u32 = 0;
+    let mut ping = Default::default();
     let work = async {
         loop {
             // Closed by someone else (slow-consumer kick, dead socket):
@@ -286,11 +323,22 @@ async fn read_requests(
                 Some(Some(Ok(message))) => message,
             };
             last_heard = Instant::now();
+            handled = handled.wrapping_add(1);
+            if handled.is_multiple_of(YIELD_EVERY) {
+                natter_runtime::yield_now().await;
+            }
             let text = match message {
-                Message::Text(text) => text,
+                Message::Text(text) => Some(text),
+                // A client's ping (see `crate::ping_filter`): a message like
+                // any other for the rate limit.
+                Message::Pong(data) if pings.was_ping() => {
+                    ping = data;
+                    None
+                }
                 Message::Binary(_) => return CloseReason::Binary,
                 Message::Close(_) => return CloseReason::PeerClosed,
-                // tungstenite answers pings itself.
+                // The answer to our keepalive: it only tells us the peer
+                // is there. (Pings never get here as pings.)
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             };
             // Writers woken by earlier requests and falling behind go
@@ -298,14 +346,22 @@ async fn read_requests(
             state.backlog.wait_clear().await;
             let now = Instant::now();
             if !bucket.try_take(now) {
-                let refusal = handler::rate_limited(&text, config.rate, config.burst);
-                broadcast::reply(id, outbox, refusal);
+                // Over the rate: a request gets `rate_limited`, a ping no
+                // pong; either counts towards flooding.
+                if let Some(text) = &text {
+                    let refusal = handler::rate_limited(text, config.rate, config.burst);
+                    broadcast::reply(id, outbox, refusal);
+                }
                 if flood.record(now) {
                     log::warn!("connection {id}: flooding, disconnecting");
                     return CloseReason::Flooding;
                 }
                 continue;
             }
+            let Some(text) = text else {
+                broadcast::pong(outbox, std::mem::take(&mut ping));
+                continue;
+            };
             // A bug in one request must not take the server down: the panic
             // is contained to this connection, which is closed with 1011.
             // Boxed so the (rarely running) handler does not add its size

@@ -5,8 +5,9 @@
 
 use natter_protocol::message::{JoinOk, Reply};
 use natter_protocol::names::{validate_nick, validate_room, validate_text};
-use natter_protocol::{ErrorCode, Id, Request, decode_request, encode_error, encode_ok};
-use serde_json::value::RawValue;
+use natter_protocol::{
+    ErrorCode, Id, Request, decode_request, encode_error, encode_join_ok_spliced, encode_ok,
+};
 
 use crate::conn_id::ConnId;
 use crate::frame::Frame;
@@ -76,23 +77,18 @@ impl Handler<'_> {
             Request::Join { room, since, epoch } => {
                 validate_room(&room)?;
                 let joined = reg.join(self.id, &room, since, epoch.as_deref()).await?;
-                // History frames are already-encoded message events; embed
-                // them verbatim instead of decoding and re-encoding.
-                let history: Vec<&RawValue> = joined
-                    .history
-                    .frames
-                    .iter()
-                    .filter_map(|f| serde_json::from_str(f.as_str()).ok())
-                    .collect();
+                // History frames are the `message` events as broadcast:
+                // their text is copied into the reply as it is, never parsed
+                // or escaped again, so a join costs one copy of the history.
                 let body = JoinOk {
                     room,
                     members: joined.members,
                     seq: joined.seq,
                     epoch: joined.epoch,
-                    history,
+                    history: joined.history.frames,
                     complete: joined.history.complete,
                 };
-                Frame::from(encode_ok(id, &body))
+                Frame::from(encode_join_ok_spliced(id, &body))
             }
             Request::Leave { room } => {
                 validate_room(&room)?;

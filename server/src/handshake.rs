@@ -8,6 +8,9 @@
 //! a dropped connection. Once the request is judged valid, the 101 is
 //! written here and the socket is handed to async-tungstenite as a raw
 //! WebSocket stream, including any bytes the client sent early.
+//!
+//! The request's `Host` and `Origin` are handed on with the upgrade; whether
+//! that origin may connect is `crate::origin`'s rule, applied by the caller.
 
 use std::io;
 
@@ -25,6 +28,12 @@ pub(crate) struct Upgrade {
     pub(crate) key: String,
     /// The `nick` query parameter, percent-decoded, if given.
     pub(crate) nick: Option<String>,
+    /// The `Host` header (every valid upgrade has exactly one).
+    pub(crate) host: String,
+    /// The `Origin` header, if the client sent one (a browser does). A
+    /// value that is not UTF-8 is kept, lossily, so it is judged (and
+    /// refused) rather than taken for absent.
+    pub(crate) origin: Option<String>,
     /// Bytes that arrived after the request head (early WebSocket frames).
     pub(crate) leftover: Vec<u8>,
 }
@@ -72,6 +81,27 @@ impl HttpRefusal {
         )
     }
 
+    /// The answer to an upgrade from a web page whose origin may not connect.
+    pub(crate) fn forbidden_origin() -> Self {
+        HttpRefusal::new(
+            403,
+            "Forbidden",
+            "this origin may not open a WebSocket here\n",
+        )
+    }
+
+    /// The answer to an address that already holds its share of
+    /// connections. A chat connection lasts long, so retrying every second
+    /// would only churn: come back in 10.
+    pub(crate) fn too_many_from_address() -> Self {
+        HttpRefusal::new(
+            429,
+            "Too Many Requests",
+            "too many connections from your address, try again later\n",
+        )
+        .with("Retry-After", "10")
+    }
+
     /// The answer to a handshake caught by shutdown.
     pub(crate) fn shutting_down() -> Self {
         HttpRefusal::new(503, "Service Unavailable", "server is shutting down\n")
@@ -97,10 +127,9 @@ pub(crate) async fn read_request(
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => {
                 let verdict = judge(&req);
-                return Ok(verdict.map(|(key, nick)| Upgrade {
-                    key,
-                    nick,
+                return Ok(verdict.map(|upgrade| Upgrade {
                     leftover: buf[len..].to_vec(),
+                    ..upgrade
                 }));
             }
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
@@ -137,8 +166,9 @@ fn bad_version() -> HttpRefusal {
 }
 
 /// Decides what a complete request deserves, in the order a client would
-/// want to learn it: version, path, method, then the upgrade headers.
-fn judge(req: &httparse::Request) -> Result<(String, Option<String>), HttpRefusal> {
+/// want to learn it: version, path, method, the upgrade headers, then
+/// `Host` and `Origin`. The returned upgrade has no leftover bytes yet.
+fn judge(req: &httparse::Request) -> Result<Upgrade, HttpRefusal> {
     if req.version != Some(1) {
         return Err(bad_version());
     }
@@ -197,10 +227,43 @@ fn judge(req: &httparse::Request) -> Result<(String, Option<String>), HttpRefusa
             ));
         }
     };
+    // HTTP/1.1 requires exactly one Host (RFC 9112 §3.2): it is what the
+    // Origin rule compares with. Two Origins cannot be judged either.
+    let raw = |name: &str| {
+        req.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let host = match <[String; 1]>::try_from(raw("host")) {
+        Ok([host]) => host,
+        Err(_) => {
+            return Err(HttpRefusal::new(
+                400,
+                "Bad Request",
+                "the upgrade needs exactly one Host header\n",
+            ));
+        }
+    };
+    let mut origins = raw("origin");
+    if origins.len() > 1 {
+        return Err(HttpRefusal::new(
+            400,
+            "Bad Request",
+            "more than one Origin header\n",
+        ));
+    }
     let nick = form_urlencoded::parse(query.as_bytes())
         .find(|(name, _)| name == "nick")
         .map(|(_, value)| value.into_owned());
-    Ok((key, nick))
+    Ok(Upgrade {
+        key,
+        nick,
+        host,
+        origin: origins.pop(),
+        leftover: Vec::new(),
+    })
 }
 
 /// A key is 16 random bytes in base64: 22 significant characters and `==`.
@@ -244,7 +307,7 @@ pub(crate) async fn refuse(stream: &mut TcpStream, refusal: &HttpRefusal) -> io:
 mod tests {
     use super::*;
 
-    fn judge_text(text: &str) -> Result<(String, Option<String>), u16> {
+    fn judge_text(text: &str) -> Result<Upgrade, u16> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(text.as_bytes()) {
@@ -252,6 +315,11 @@ mod tests {
             Err(httparse::Error::Version) => Err(505),
             other => panic!("unexpected parse result {other:?}"),
         }
+    }
+
+    /// The refusal status for `text`, `None` if the upgrade is valid.
+    fn status(text: &str) -> Option<u16> {
+        judge_text(text).err()
     }
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -264,25 +332,48 @@ mod tests {
 
     #[test]
     fn valid_upgrade_with_nick() {
-        let (key, nick) = judge_text(&upgrade("/ws?x=1&nick=al%69ce&nick=bob", "")).unwrap();
-        assert_eq!(key, KEY);
-        assert_eq!(nick.as_deref(), Some("alice"));
+        let up = judge_text(&upgrade("/ws?x=1&nick=al%69ce&nick=bob", "")).unwrap();
+        assert_eq!(up.key, KEY);
+        assert_eq!(up.nick.as_deref(), Some("alice"));
+        assert_eq!(up.host, "x");
+        assert_eq!(up.origin, None);
+    }
+
+    #[test]
+    fn host_and_origin_are_handed_on() {
+        let up = judge_text(&upgrade("/ws", "Origin: http://x:1\r\n")).unwrap();
+        assert_eq!(up.origin.as_deref(), Some("http://x:1"));
+        let no_host = upgrade("/ws", "").replace("Host: x\r\n", "");
+        assert_eq!(status(&no_host), Some(400));
+        let two_hosts = upgrade("/ws", "Host: y\r\n");
+        assert_eq!(status(&two_hosts), Some(400));
+        let two_origins = upgrade("/ws", "Origin: http://x\r\nOrigin: http://y\r\n");
+        assert_eq!(status(&two_origins), Some(400));
+        // An Origin that is not UTF-8 is present, not absent.
+        let mut bytes = upgrade("/ws", "Origin: http://\u{1}\r\n").into_bytes();
+        let at = bytes.iter().position(|&b| b == 1).unwrap();
+        bytes[at] = 0xff;
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        assert!(req.parse(&bytes).unwrap().is_complete());
+        let up = judge(&req).unwrap();
+        assert!(up.origin.is_some_and(|o| o.starts_with("http://")));
     }
 
     #[test]
     fn refusals() {
-        assert_eq!(judge_text(&upgrade("/", "")), Err(404));
-        assert_eq!(judge_text(&upgrade("/wsx", "")), Err(404));
-        assert_eq!(judge_text("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n"), Err(426));
-        assert_eq!(judge_text("GET /ws HTTP/1.0\r\n\r\n"), Err(505));
-        assert_eq!(judge_text("GET /ws HTTP/2.0\r\n\r\n"), Err(505));
+        assert_eq!(status(&upgrade("/", "")), Some(404));
+        assert_eq!(status(&upgrade("/wsx", "")), Some(404));
+        assert_eq!(status("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n"), Some(426));
+        assert_eq!(status("GET /ws HTTP/1.0\r\n\r\n"), Some(505));
+        assert_eq!(status("GET /ws HTTP/2.0\r\n\r\n"), Some(505));
         let post = upgrade("/ws", "").replacen("GET", "POST", 1);
-        assert_eq!(judge_text(&post), Err(405));
+        assert_eq!(status(&post), Some(405));
         let v8 = upgrade("/ws", "").replace("Version: 13", "Version: 8");
-        assert_eq!(judge_text(&v8), Err(426));
+        assert_eq!(status(&v8), Some(426));
         let nokey = upgrade("/ws", "").replace(&format!("Sec-WebSocket-Key: {KEY}\r\n"), "");
-        assert_eq!(judge_text(&nokey), Err(400));
+        assert_eq!(status(&nokey), Some(400));
         let badkey = upgrade("/ws", "").replace(KEY, "short");
-        assert_eq!(judge_text(&badkey), Err(400));
+        assert_eq!(status(&badkey), Some(400));
     }
 }

@@ -7,19 +7,26 @@
 //! - accept loop, connection cap use, shutdown path: `server`; what the
 //!   connection tasks share: `state`
 //! - the connection task (reader half): `connection`; writer half: `writer`
-//! - the room registry behind an async mutex: `registry`; one room: `room`
+//! - the room registry behind an async mutex: `registry`; one room, and the
+//!   table of rooms with its `--max-rooms` eviction index: `room`
 //! - the broadcast path, the one enqueue step every frame takes:
 //!   `broadcast`, into each connection's queue, `outbox` (its state
 //!   machine); ingest backpressure when writers fall behind: `backlog`
-//! - the connection cap (a semaphore): `cap`
+//! - the connection cap (a semaphore): `cap`; the per-address cap (a
+//!   count per IP, released by a guard): `per_ip`
+//! - which web pages may connect (the Origin rule): `origin`; logging a
+//!   refusal once per minute in bounded memory: `log_limit`
 //! - the shutdown signal (an event): `shutdown`; waiting for tasks: `tasks`
+//! - client pings, answered or not by the reader under the rate limit:
+//!   `ping_filter`
 //! - requests to replies: `handler`; HTTP upgrade: `handshake`; why a
 //!   connection closes: `close_reason`; letting go of a socket: `closing`
 //!
 //! The modules form no import circle: `server` → `connection` → `handler`
 //! → `registry` → `broadcast` → `outbox` → `backlog`, each only looking
 //! down; `state` sits beside `server` and `connection`, above the registry;
-//! `frame`, `conn_id` and `close_reason` are leaves
+//! `frame`, `conn_id`, `close_reason`, `origin`, `per_ip` and `log_limit`
+//! are leaves
 //! (`python3 .ci/import_graph.py server/src` prints the graph).
 
 #![warn(missing_docs)]
@@ -35,7 +42,11 @@ mod connection;
 mod frame;
 mod handler;
 mod handshake;
+mod log_limit;
+mod origin;
 mod outbox;
+mod per_ip;
+mod ping_filter;
 mod rate;
 mod registry;
 mod room;

@@ -19,28 +19,41 @@
 //!   client that pipelines faster than it reads is slowed down (TCP
 //!   backpressure reaches it), never dropped.
 //!
+//! Both are also counted in bytes, because frames differ in size by four
+//! orders of magnitude (a presence event against a join reply carrying a
+//! hundred escaped messages): others' events past [`OTHERS_BYTES`] make a
+//! slow consumer as `limit` frames do, and own frames past [`OWN_BYTES`]
+//! hold the reader as `limit` own frames do.
+//!
 //! One request causes at most `headroom` own frames, so the queue never
-//! holds more than `2 * limit + headroom + 2` items (the 2: the final
-//! `shutdown` event and one keepalive ping): one connection's memory bound,
-//! in frames whose bytes are mostly shared.
+//! holds more than `2 * limit + headroom + 3` items (the 3: the final
+//! `shutdown` event, one keepalive ping, one pong), and never more than
+//! `OTHERS_BYTES + OWN_BYTES` plus one request's replies in bytes: one
+//! connection's memory bound (README "Memory and limits" adds it up).
 //!
 //! # The writer's states (all under one lock, [`Inner::writer`])
 //! ```text
-//!            park (queue empty, open)
+//!            park (queue empty, open; uncounted)
 //!  Running ───────────────────────────▶ Parked(waker)
-//!   ▲  │                                   │ push: the waker goes to the
-//!   │  │ finds frames, yields first        │ producer's Wakeups
-//!   │  └───────────────────────────┐       ▼
-//!   │ takes its batch, or stops    └──▶ Woken { deep }
-//!   └──────────────────────────────────  deep: others ≥ limit/4 → counted
-//!                                        in the Backlog until it takes
+//!   ▲ │ ▲                                  │ push: the waker goes to the
+//!   │ │ │ finds frames, yields first       │ producer's Wakeups
+//!   │ │ └──────────────────────────┐       ▼
+//!   │ │ takes its batch (uncounted) └──▶ Woken { deep }
+//!   │ │◀──────────────────────────────────┘
+//!   │ │ socket takes nothing for STALL (uncounted)
+//!   │ └──────────▶ Stalled ── finds frames ──▶ Woken
 //!   Parked ──close──▶ Running (woken to drain and finish, or to stop)
 //! ```
-//! "Takes" is after the writer's yield (see [`WriterSide::next_batch`]): a
-//! writer that found frames and let others run first is still `Woken`
-//! until it swaps the queue out, so pushes meanwhile can mark it deep. A
-//! writer busy on a full socket is `Running`: nobody wakes it and it is
-//! never counted, so a client that stopped reading cannot hold up others.
+//! A writer that is `Woken` (not run yet, or yielding before it takes its
+//! frames, see [`WriterSide::next_batch`]) or `Running` (sending a batch)
+//! while pushes take its queue to a quarter of the limit is *deep*:
+//! counted in the [`Backlog`], which paces every reader, until it takes its
+//! next batch. Both are the server's own lag, not the client's: with one
+//! executor thread the writer has not been scheduled yet, with several it
+//! is still sending while other threads push. A writer whose socket takes
+//! nothing for [`STALL`] is `Stalled` and never counted: a client that
+//! stopped reading can hold the others up for that long at most, and is
+//! then closed as a slow consumer when its queue fills.
 //!
 //! # Closing
 //! Closed is stored once, in [`Outbox::closed`]: 0 while open, else the
@@ -60,13 +73,26 @@
 //! slot per wait replaces an `Event` and its listeners.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
+
+use async_tungstenite::tungstenite::Bytes;
 
 use crate::backlog::Backlog;
 use crate::close_reason::CloseReason;
 use crate::frame::Frame;
+
+/// Bytes of others' events a connection may fall behind by before it is a
+/// slow consumer, whatever `--queue` allows in frames: 256 maximal
+/// messages (4 096 bytes of text escaping to 24 KiB each) would otherwise
+/// be 6 MiB held for one reader that does not read.
+pub(crate) const OTHERS_BYTES: usize = 2 << 20;
+
+/// Bytes of own frames queued before the reader waits to read the next
+/// request: what a client that pipelines re-joins of a room with a full
+/// history and never reads can make the server hold, plus one reply.
+pub(crate) const OWN_BYTES: usize = 1 << 20;
 
 /// Who caused a frame; decides which count it belongs to and whether a
 /// full queue refuses it.
@@ -94,6 +120,47 @@ pub(crate) enum Outgoing {
     Text(Frame, Cause),
     /// A keepalive ping.
     Ping,
+    /// The answer to a client's ping (counted as an own frame).
+    Pong(Bytes),
+}
+
+impl Outgoing {
+    /// What the item adds to its count, in bytes.
+    fn bytes(&self) -> usize {
+        match self {
+            Outgoing::Text(frame, _) => frame.len(),
+            Outgoing::Ping => 0,
+            Outgoing::Pong(data) => data.len(),
+        }
+    }
+}
+
+/// Frames and bytes of one kind, queued or in the writer's batch, packed in
+/// one atomic (frames above bit 40, bytes below) so that counting a frame
+/// in or out is one atomic operation, not two: it happens twice for every
+/// delivery. `--queue` is at most a million (`Config::validate`), far below
+/// the 2^24 frames the top bits hold, and no queue holds 2^40 bytes.
+#[derive(Default)]
+struct Tally(AtomicU64);
+
+const FRAME: u64 = 1 << 40;
+
+impl Tally {
+    fn add(&self, bytes: usize) {
+        self.0.fetch_add(FRAME + bytes as u64, Ordering::SeqCst);
+    }
+
+    fn sub(&self, bytes: usize) {
+        self.0.fetch_sub(FRAME + bytes as u64, Ordering::SeqCst);
+    }
+
+    fn frames(&self) -> usize {
+        (self.0.load(Ordering::SeqCst) / FRAME) as usize
+    }
+
+    fn bytes(&self) -> usize {
+        (self.0.load(Ordering::SeqCst) % FRAME) as usize
+    }
 }
 
 /// Which half of the connection waits in [`Outbox::aborted`].
@@ -113,10 +180,10 @@ pub(crate) struct Outbox {
     /// can count each frame off as it goes without taking the lock per
     /// frame; [`Batch`]'s drop then takes the lock to wake the reader, which
     /// is what makes [`Outbox::wait_for_space`] miss no decrement.
-    own: AtomicUsize,
+    own: Tally,
     /// Others' events queued or in the writer's batch: the slow-consumer
     /// measure.
-    others: AtomicUsize,
+    others: Tally,
     /// 0 while open, else the [`CloseReason`] code (see the module docs).
     closed: AtomicU8,
     /// Others' events a reader may fall behind by before it is dropped,
@@ -143,18 +210,31 @@ struct Inner {
     abort: [Option<Waker>; 2],
 }
 
+/// How long a writer's socket may take nothing before the writer stops
+/// counting as the server's lag (see the module docs): long enough for a
+/// reader that reads to drain a burst, short enough that a reader that
+/// does not read holds the others up once, briefly.
+pub(crate) const STALL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The writer as producers see it.
-#[derive(Default)]
 enum Writer {
-    /// Taking or sending frames, or gone: nothing to wake.
-    #[default]
-    Running,
+    /// Sending a batch, or gone: nothing to wake; `deep` as for `Woken`.
+    Running { deep: bool },
+    /// Sending a batch the socket has taken nothing of for [`STALL`]:
+    /// nothing to wake, never counted.
+    Stalled,
     /// Waiting for frames; the first producer takes this waker.
     Parked(Waker),
     /// Woken by a producer, or found frames and yielding before it takes
     /// them; `deep` when its queue reached a quarter of the limit
     /// meanwhile, and so counted in the [`Backlog`].
     Woken { deep: bool },
+}
+
+impl Default for Writer {
+    fn default() -> Writer {
+        Writer::Running { deep: false }
+    }
 }
 
 impl Inner {
@@ -170,14 +250,21 @@ impl Inner {
         }
     }
 
-    /// The writer runs (or stops for good): it holds nobody up any more.
-    /// If it was the last deep one, the readers are let go by `wakes`.
-    fn writer_runs(&mut self, backlog: &Arc<Backlog>, wakes: &mut Wakeups) {
-        if let Writer::Woken { deep: true } = std::mem::take(&mut self.writer)
+    /// The writer moves to `next` and holds nobody up any more (it took
+    /// its batch, stalled, parked or stopped). If it was the last deep one,
+    /// the readers are let go by `wakes`.
+    fn uncount(&mut self, next: Writer, backlog: &Arc<Backlog>, wakes: &mut Wakeups) {
+        if let Writer::Woken { deep: true } | Writer::Running { deep: true } =
+            std::mem::replace(&mut self.writer, next)
             && backlog.remove()
         {
             wakes.cleared = Some(backlog.clone());
         }
+    }
+
+    /// The writer runs (or stops for good).
+    fn writer_runs(&mut self, backlog: &Arc<Backlog>, wakes: &mut Wakeups) {
+        self.uncount(Writer::default(), backlog, wakes);
     }
 }
 
@@ -214,8 +301,8 @@ impl Outbox {
     pub(crate) fn new(limit: usize, headroom: usize, backlog: Arc<Backlog>) -> Arc<Outbox> {
         Arc::new(Outbox {
             inner: Mutex::default(),
-            own: AtomicUsize::new(0),
-            others: AtomicUsize::new(0),
+            own: Tally::default(),
+            others: Tally::default(),
             closed: AtomicU8::new(0),
             limit,
             headroom,
@@ -241,13 +328,17 @@ impl Outbox {
         if self.is_closed() {
             return Err(Refused::Closed);
         }
+        let bytes = frame.len();
         match cause {
-            Cause::Other if self.others.load(Ordering::SeqCst) >= self.limit => {
+            Cause::Other
+                if self.others.frames() >= self.limit
+                    || self.others.bytes() + bytes > OTHERS_BYTES =>
+            {
                 return Err(Refused::Full);
             }
-            Cause::Other => self.others.fetch_add(1, Ordering::SeqCst),
+            Cause::Other => self.others.add(bytes),
             // The final `shutdown` event may come on top of a full allowance.
-            Cause::Own if self.own.load(Ordering::SeqCst) > self.limit + self.headroom => {
+            Cause::Own if self.own.frames() > self.limit + self.headroom => {
                 // Unreachable by the argument in the module docs; if it ever
                 // happens, closing beats silently losing a reply.
                 drop(inner);
@@ -255,7 +346,7 @@ impl Outbox {
                 self.close_into(CloseReason::Internal, wakes);
                 return Err(Refused::Closed);
             }
-            Cause::Own => self.own.fetch_add(1, Ordering::SeqCst),
+            Cause::Own => self.own.add(bytes),
         };
         inner.items.push_back(Outgoing::Text(frame, cause));
         self.woken_by_push(&mut inner, wakes);
@@ -271,7 +362,7 @@ impl Outbox {
         if self.is_closed() {
             return;
         }
-        self.own.fetch_add(1, Ordering::SeqCst);
+        self.own.add(frame.len());
         inner.items.push_back(Outgoing::Text(frame, Cause::Own));
         // Closed under the same lock: no push can come between the two.
         self.close_locked(&mut inner, reason, &mut wakes);
@@ -288,6 +379,17 @@ impl Outbox {
         }
     }
 
+    /// Queues the answer to a client's ping, as an own frame (it counts
+    /// towards the pipelining brake like a reply).
+    pub(crate) fn pong(&self, data: Bytes, wakes: &mut Wakeups) {
+        let mut inner = self.lock();
+        if !self.is_closed() {
+            self.own.add(data.len());
+            inner.items.push_back(Outgoing::Pong(data));
+            self.woken_by_push(&mut inner, wakes);
+        }
+    }
+
     /// The writer's transitions on a push: a parked writer is woken (after
     /// the caller's locks), and a woken one that has not run while its
     /// queue grew to a quarter of the limit is counted as deep.
@@ -295,10 +397,15 @@ impl Outbox {
         wakes
             .wakers
             .extend(inner.take_parked(Writer::Woken { deep: false }));
-        if let Writer::Woken { deep: false } = inner.writer
-            && self.others.load(Ordering::SeqCst) >= (self.limit / 4).max(1)
+        let deep = match inner.writer {
+            Writer::Woken { deep: false } => Writer::Woken { deep: true },
+            Writer::Running { deep: false } => Writer::Running { deep: true },
+            _ => return,
+        };
+        if self.others.frames() >= (self.limit / 4).max(1)
+            || self.others.bytes() >= OTHERS_BYTES / 4
         {
-            inner.writer = Writer::Woken { deep: true };
+            inner.writer = deep;
             self.backlog.add();
         }
     }
@@ -324,7 +431,7 @@ impl Outbox {
     fn close_locked(&self, inner: &mut Inner, reason: CloseReason, wakes: &mut Wakeups) {
         self.closed.store(reason.code(), Ordering::SeqCst);
         // The writer must look again: to drain and finish, or to stop.
-        wakes.wakers.extend(inner.take_parked(Writer::Running));
+        wakes.wakers.extend(inner.take_parked(Writer::default()));
         wakes.wakers.extend(inner.space.take());
         if reason.discards_queue() {
             // The writer stops without taking its frames: uncount it now.
@@ -362,9 +469,10 @@ impl Outbox {
     }
 
     /// Whether the reader may go on to its next request: fewer than
-    /// `limit` own frames queued, or the connection is closing.
+    /// `limit` own frames and [`OWN_BYTES`] queued, or the connection is
+    /// closing.
     pub(crate) fn has_space(&self) -> bool {
-        self.own.load(Ordering::SeqCst) < self.limit || self.is_closed()
+        (self.own.frames() < self.limit && self.own.bytes() < OWN_BYTES) || self.is_closed()
     }
 
     /// Waits until [`Outbox::has_space`]: the pipelining client's brake.
@@ -415,13 +523,24 @@ impl Outbox {
         }
     }
 
+    /// The writer's socket has taken nothing of its batch for [`STALL`]:
+    /// it stops counting as the server's lag (see the module docs).
+    pub(crate) fn stalled(&self) {
+        let mut wakes = Wakeups::default();
+        let mut inner = self.lock();
+        if let Writer::Running { .. } = inner.writer {
+            inner.uncount(Writer::Stalled, &self.backlog, &mut wakes);
+        }
+        drop(inner);
+    }
+
     /// Counts off one item the writer took.
     fn sent(&self, item: &Outgoing) {
         match item {
-            Outgoing::Text(_, Cause::Own) => self.own.fetch_sub(1, Ordering::SeqCst),
-            Outgoing::Text(_, Cause::Other) => self.others.fetch_sub(1, Ordering::SeqCst),
-            Outgoing::Ping => 0,
-        };
+            Outgoing::Text(_, Cause::Own) | Outgoing::Pong(_) => self.own.sub(item.bytes()),
+            Outgoing::Text(_, Cause::Other) => self.others.sub(item.bytes()),
+            Outgoing::Ping => {}
+        }
     }
 }
 
@@ -462,9 +581,10 @@ impl<'a> WriterSide<'a> {
             } else if !inner.items.is_empty() {
                 // About to yield with frames still queued: until it takes
                 // them it counts as woken, and may become deep.
-                if let Writer::Running | Writer::Parked(_) = inner.writer {
-                    inner.writer = Writer::Woken { deep: false };
-                }
+                inner.writer = match inner.writer {
+                    Writer::Running { deep } | Writer::Woken { deep } => Writer::Woken { deep },
+                    Writer::Stalled | Writer::Parked(_) => Writer::Woken { deep: false },
+                };
                 Poll::Ready(true)
             } else {
                 // Woken implies frames queued, so this uncounts nothing
@@ -572,6 +692,30 @@ mod tests {
     }
 
     #[test]
+    fn bytes_count_as_well_as_frames() {
+        let (out, _) = outbox(1000);
+        let mut wakes = Wakeups::default();
+        let big = Frame::from("x".repeat(OTHERS_BYTES / 2));
+        assert_eq!(out.push(big.clone(), Cause::Other, &mut wakes), Ok(()));
+        assert_eq!(out.push(big.clone(), Cause::Other, &mut wakes), Ok(()));
+        assert_eq!(
+            out.push(frame("one byte more"), Cause::Other, &mut wakes),
+            Err(Refused::Full),
+            "others' bytes past OTHERS_BYTES make a slow consumer"
+        );
+        assert!(out.has_space());
+        let reply = Frame::from("y".repeat(OWN_BYTES));
+        assert_eq!(out.push(reply, Cause::Own, &mut wakes), Ok(()));
+        assert!(!out.has_space(), "own bytes at OWN_BYTES hold the reader");
+        natter_runtime::block_on(async {
+            let mut writer = out.writer();
+            assert_eq!(writer.next_batch().await.unwrap().count(), 3);
+        });
+        assert!(out.has_space());
+        assert_eq!((out.own.bytes(), out.others.bytes()), (0, 0));
+    }
+
+    #[test]
     fn the_last_frame_comes_after_everything_and_closes() {
         let (out, _) = outbox(4);
         let mut wakes = Wakeups::default();
@@ -589,7 +733,7 @@ mod tests {
                 .unwrap()
                 .map(|item| match item {
                     Outgoing::Text(f, _) => f.as_str().to_owned(),
-                    Outgoing::Ping => "ping".into(),
+                    Outgoing::Ping | Outgoing::Pong(_) => "ping".into(),
                 })
                 .collect();
             assert_eq!(texts, ["a", "bye"]);
@@ -625,6 +769,32 @@ mod tests {
             assert_eq!(batch.count(), 2);
         });
         assert!(out.has_space());
+    }
+
+    #[test]
+    fn a_writer_still_sending_counts_as_deep_until_its_next_batch_or_a_stall() {
+        let (out, backlog) = outbox(8);
+        let mut wakes = Wakeups::default();
+        natter_runtime::block_on(async {
+            let mut writer = out.writer();
+            out.push(frame("0"), Cause::Other, &mut wakes).unwrap();
+            let batch = writer.next_batch().await.unwrap();
+            // Sending that batch (another thread, say), pushes arrive.
+            out.push(frame("1"), Cause::Other, &mut wakes).unwrap();
+            out.push(frame("2"), Cause::Other, &mut wakes).unwrap();
+            assert!(backlog.is_congested(), "busy, a quarter full: deep");
+            assert_eq!(batch.count(), 1);
+            let batch = writer.next_batch().await.unwrap();
+            assert!(!backlog.is_congested(), "took its next batch");
+            out.push(frame("3"), Cause::Other, &mut wakes).unwrap();
+            out.push(frame("4"), Cause::Other, &mut wakes).unwrap();
+            assert!(backlog.is_congested());
+            out.stalled();
+            assert!(!backlog.is_congested(), "a stalled socket holds nobody up");
+            out.push(frame("5"), Cause::Other, &mut wakes).unwrap();
+            assert!(!backlog.is_congested(), "and is not counted again");
+            drop(batch);
+        });
     }
 
     #[test]

@@ -26,14 +26,14 @@ use crate::broadcast::Locked;
 use crate::conn_id::ConnId;
 use crate::frame::{Frame, encode, unix_ms};
 use crate::outbox::{Cause, Outbox};
-use crate::room::{HistorySlice, Room};
+use crate::room::{HistorySlice, Room, Rooms};
 
 /// Registry settings taken from the server configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct RegistryConfig {
     /// `--history`: messages kept per room.
     pub(crate) history: usize,
-    /// `--max-rooms`: rooms retained, empty ones evicted past it.
+    /// `--max-rooms`: empty rooms retained (see [`Rooms`]).
     pub(crate) max_rooms: usize,
     /// `--max-rooms-per-connection`.
     pub(crate) max_rooms_per_connection: usize,
@@ -48,25 +48,27 @@ pub(crate) struct Registry {
     epoch_nonce: u32,
 }
 
-#[derive(Default)]
 struct State {
     /// Every connection past its handshake.
     users: HashMap<ConnId, User>,
     /// Lower-cased nick → connection: nicks are unique case-insensitively.
     nicks: HashMap<String, ConnId>,
-    /// Every retained room, by name, with or without members.
-    rooms: HashMap<String, Room>,
+    /// Every retained room, with or without members, and the indexes that
+    /// keep `--max-rooms` and the `rooms` listing cheap.
+    rooms: Rooms,
     /// The number in the next `guest-N` nick.
     next_guest: u64,
     /// The counter in the next room's epoch.
     next_epoch: u64,
-    /// Logical clock for "least recently active".
+    /// Logical clock for "least recently active" (ticks on each join,
+    /// leave and disconnect).
     clock: u64,
 }
 
 struct User {
-    /// As the user spelled it.
-    nick: String,
+    /// As the user spelled it; shared, so listing members under the lock
+    /// copies a pointer, not the name.
+    nick: Arc<str>,
     /// Where frames for this user go.
     outbox: Arc<Outbox>,
     /// The rooms it is in, so leaving them all on disconnect needs no scan.
@@ -75,7 +77,7 @@ struct User {
 
 /// A successful join, with what the reply needs (encoded outside the lock).
 pub(crate) struct Joined {
-    /// The room's members, sorted.
+    /// The room's members, sorted (after the lock was released).
     pub(crate) members: Vec<String>,
     /// The room's latest seq.
     pub(crate) seq: u64,
@@ -100,9 +102,12 @@ impl Registry {
     pub(crate) fn new(config: RegistryConfig) -> Registry {
         Registry {
             state: Mutex::new(State {
+                users: HashMap::new(),
+                nicks: HashMap::new(),
+                rooms: Rooms::new(config.max_rooms),
                 next_guest: 1,
                 next_epoch: 1,
-                ..State::default()
+                clock: 0,
             }),
             config,
             epoch_nonce: fastrand::u32(..),
@@ -138,7 +143,7 @@ impl Registry {
         st.users.insert(
             id,
             User {
-                nick: nick.clone(),
+                nick: Arc::from(nick.as_str()),
                 outbox,
                 rooms: BTreeSet::new(),
             },
@@ -157,11 +162,11 @@ impl Registry {
         st.nicks.remove(&nick_key(&user.nick));
         let now = st.tick();
         for name in &user.rooms {
-            if let Some(room) = st.rooms.get_mut(name) {
-                room.members.remove(&id);
-                room.last_active = now;
+            st.rooms.exit(name, id, now);
+            // Evicted (it emptied): nobody is left to tell.
+            if let Some(room) = st.rooms.get(name) {
                 let frame = presence(name, PresenceKind::Leave, &user.nick, None);
-                post.broadcast(&room.members, &frame, id);
+                post.broadcast(room.members(), &frame, id);
             }
         }
     }
@@ -175,21 +180,25 @@ impl Registry {
             return Err(ErrorCode::NickTaken);
         }
         let user = st.users.get_mut(&id).ok_or(ErrorCode::Internal)?;
-        if user.nick == nick {
-            return Ok(user.nick.clone());
+        if &*user.nick == nick {
+            return Ok(nick.to_owned());
         }
-        let old = std::mem::replace(&mut user.nick, nick.to_owned());
+        let old = std::mem::replace(&mut user.nick, Arc::from(nick));
         st.nicks.remove(&nick_key(&old));
         st.nicks.insert(key, id);
         for name in &user.rooms {
             if let Some(room) = st.rooms.get(name) {
                 let frame = presence(name, PresenceKind::Rename, nick, Some(&old));
-                post.broadcast(&room.members, &frame, id);
+                post.broadcast(room.members(), &frame, id);
             }
         }
         Ok(nick.to_owned())
     }
 
+    /// Joins a room (or re-joins one it is in: no presence, the same
+    /// reply). Under the lock only what must be read there is taken — the
+    /// members' nicks (shared pointers), the room's numbering and handles to
+    /// its history frames; the nicks are sorted after the lock is released.
     pub(crate) async fn join(
         &self,
         id: ConnId,
@@ -197,45 +206,41 @@ impl Registry {
         since: Option<u64>,
         epoch: Option<&str>,
     ) -> Result<Joined, ErrorCode> {
-        let mut locked = self.lock().await;
-        let (st, mut post) = locked.parts();
-        let now = st.tick();
-        let user = st.users.get(&id).ok_or(ErrorCode::Internal)?;
-        let already = user.rooms.contains(name);
-        if !already && user.rooms.len() >= self.config.max_rooms_per_connection {
-            return Err(ErrorCode::TooManyRooms);
-        }
-        let (nick, outbox) = (user.nick.clone(), user.outbox.clone());
-        if !already {
-            if !st.rooms.contains_key(name) {
-                st.evict_for_new_room(self.config.max_rooms);
-                let epoch = format!("{:08x}.{}", self.epoch_nonce, st.next_epoch);
-                st.next_epoch += 1;
-                st.rooms
-                    .insert(name.to_owned(), Room::new(epoch, self.config.history, now));
+        let (nicks, seq, epoch, history) = {
+            let mut locked = self.lock().await;
+            let (st, mut post) = locked.parts();
+            let user = st.users.get(&id).ok_or(ErrorCode::Internal)?;
+            let already = user.rooms.contains(name);
+            if !already && user.rooms.len() >= self.config.max_rooms_per_connection {
+                return Err(ErrorCode::TooManyRooms);
             }
-            if let Some(user) = st.users.get_mut(&id) {
-                user.rooms.insert(name.to_owned());
+            if !already {
+                let (nick, outbox) = (user.nick.clone(), user.outbox.clone());
+                st.tick();
+                let room = st.rooms.enter(name, id, outbox, || {
+                    let epoch = format!("{:08x}.{}", self.epoch_nonce, st.next_epoch);
+                    st.next_epoch += 1;
+                    Room::new(epoch, self.config.history)
+                });
+                let frame = presence(name, PresenceKind::Join, &nick, None);
+                post.broadcast(room.members(), &frame, id);
+                if let Some(user) = st.users.get_mut(&id) {
+                    user.rooms.insert(name.to_owned());
+                }
             }
-        }
-        let room = st.rooms.get_mut(name).ok_or(ErrorCode::Internal)?;
-        if !already {
-            room.members.insert(id, outbox);
-            room.last_active = now;
-            let frame = presence(name, PresenceKind::Join, &nick, None);
-            post.broadcast(&room.members, &frame, id);
-        }
-        let mut members: Vec<String> = room
-            .members
-            .keys()
-            .filter_map(|m| st.users.get(m).map(|u| u.nick.clone()))
-            .collect();
-        members.sort_unstable();
+            let room = st.rooms.get(name).ok_or(ErrorCode::Internal)?;
+            (
+                st.member_nicks(room),
+                room.last_seq,
+                room.epoch.clone(),
+                room.history_since(since, epoch),
+            )
+        };
         Ok(Joined {
-            members,
-            seq: room.last_seq,
-            epoch: room.epoch.clone(),
-            history: room.history_since(since, epoch),
+            members: sorted(nicks),
+            seq,
+            epoch,
+            history,
         })
     }
 
@@ -248,12 +253,11 @@ impl Registry {
         if !user.rooms.remove(name) {
             return Err(ErrorCode::NotMember);
         }
-        if let Some(room) = st.rooms.get_mut(name) {
+        if let Some(room) = st.rooms.get(name) {
             let frame = presence(name, PresenceKind::Leave, &user.nick, None);
-            post.broadcast(&room.members, &frame, id);
-            room.members.remove(&id);
-            room.last_active = now;
+            post.broadcast(room.members(), &frame, id);
         }
+        st.rooms.exit(name, id, now);
         Ok(())
     }
 
@@ -262,7 +266,6 @@ impl Registry {
     pub(crate) async fn say(&self, id: ConnId, name: &str, text: &str) -> Result<u64, ErrorCode> {
         let mut locked = self.lock().await;
         let (st, mut post) = locked.parts();
-        let now = st.tick();
         let user = st.users.get(&id).ok_or(ErrorCode::Internal)?;
         if !user.rooms.contains(name) {
             return Err(ErrorCode::NotMember);
@@ -272,13 +275,14 @@ impl Registry {
         let frame = encode(&ServerMessage::Message(ChatMessage {
             room: name.to_owned(),
             seq,
-            from: user.nick.clone(),
+            from: user.nick.to_string(),
             text: text.to_owned(),
             ts: unix_ms(),
         }));
         room.remember(seq, frame.clone());
-        room.last_active = now;
-        post.broadcast(&room.members, &frame, id);
+        // No activity stamp: the room has a member (the sender), and only
+        // empty rooms are ranked by activity (see `Rooms`).
+        post.broadcast(room.members(), &frame, id);
         Ok(seq)
     }
 
@@ -295,7 +299,7 @@ impl Registry {
         let target_id = *st.nicks.get(&nick_key(to)).ok_or(ErrorCode::NoSuchUser)?;
         let target = st.users.get(&target_id).ok_or(ErrorCode::NoSuchUser)?;
         let frame = encode(&ServerMessage::Whisper(WhisperEvent {
-            from: from.nick.clone(),
+            from: from.nick.to_string(),
             text: text.to_owned(),
             ts: unix_ms(),
         }));
@@ -305,40 +309,34 @@ impl Registry {
             Cause::Other
         };
         post.send(target_id, &target.outbox, &frame, cause);
-        Ok(target.nick.clone())
+        Ok(target.nick.to_string())
     }
 
-    /// Rooms with at least one member, sorted by name.
+    /// Rooms with at least one member, sorted by name: a copy of an index
+    /// kept in name order, so nothing is sorted, and names are copied only
+    /// after the lock is released.
     pub(crate) async fn rooms(&self) -> Vec<RoomCount> {
-        let st = self.state.lock().await;
-        let mut rooms: Vec<RoomCount> = st
-            .rooms
-            .iter()
-            .filter(|(_, room)| !room.members.is_empty())
-            .map(|(name, room)| RoomCount {
-                room: name.clone(),
-                members: room.members.len(),
+        let listing = self.state.lock().await.rooms.listing();
+        listing
+            .into_iter()
+            .map(|(name, members)| RoomCount {
+                room: name.to_string(),
+                members,
             })
-            .collect();
-        rooms.sort_unstable_by(|a, b| a.room.cmp(&b.room));
-        rooms
+            .collect()
     }
 
-    /// A room's members, sorted; empty for an unknown room.
+    /// A room's members, sorted (after the lock is released); empty for an
+    /// unknown room.
     pub(crate) async fn who(&self, name: &str) -> Vec<String> {
-        let st = self.state.lock().await;
-        let mut members: Vec<String> = st
-            .rooms
-            .get(name)
-            .map(|room| {
-                room.members
-                    .keys()
-                    .filter_map(|m| st.users.get(m).map(|u| u.nick.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        members.sort_unstable();
-        members
+        let nicks = {
+            let st = self.state.lock().await;
+            st.rooms
+                .get(name)
+                .map(|room| st.member_nicks(room))
+                .unwrap_or_default()
+        };
+        sorted(nicks)
     }
 
     pub(crate) async fn counts(&self) -> RegistryCounts {
@@ -346,7 +344,7 @@ impl Registry {
         RegistryCounts {
             users: st.users.len(),
             rooms: st.rooms.len(),
-            memberships: st.rooms.values().map(|r| r.members.len()).sum(),
+            memberships: st.rooms.memberships(),
         }
     }
 }
@@ -375,23 +373,21 @@ impl State {
         }
     }
 
-    /// Keeps the number of retained rooms under `max` by evicting the least
-    /// recently active room that has no members; rooms with members stay.
-    fn evict_for_new_room(&mut self, max: usize) {
-        if self.rooms.len() < max {
-            return;
-        }
-        let victim = self
-            .rooms
-            .iter()
-            .filter(|(_, room)| room.members.is_empty())
-            .min_by_key(|(_, room)| room.last_active)
-            .map(|(name, _)| name.clone());
-        if let Some(name) = victim {
-            log::debug!("evicting empty room {name:?} to stay within {max} rooms");
-            self.rooms.remove(&name);
-        }
+    /// The nicks of a room's members, unsorted: pointer copies, cheap
+    /// enough to take under the lock.
+    fn member_nicks(&self, room: &Room) -> Vec<Arc<str>> {
+        room.members()
+            .keys()
+            .filter_map(|m| self.users.get(m).map(|u| u.nick.clone()))
+            .collect()
     }
+}
+
+/// Sorts nicks by bytes (the order of `who` and of a join reply's
+/// `members`) and copies them out; called once the lock is released.
+fn sorted(mut nicks: Vec<Arc<str>>) -> Vec<String> {
+    nicks.sort_unstable();
+    nicks.iter().map(|n| n.to_string()).collect()
 }
 
 fn presence(room: &str, event: PresenceKind, nick: &str, old: Option<&str>) -> Frame {

@@ -2,8 +2,9 @@
 //!
 //! Shape of a server's life:
 //! 1. [`Server::bind`] opens the listener.
-//! 2. [`Server::run`] accepts sockets; each gets a connection slot (or a 503)
-//!    and its own spawned task, counted by a [`TaskTracker`].
+//! 2. [`Server::run`] accepts sockets; each is counted against its address
+//!    (or gets a 429), then gets a connection slot (or a 503) and its own
+//!    spawned task, counted by a [`TaskTracker`].
 //! 3. [`ServerHandle::shutdown`] (also what SIGINT/SIGTERM call) sets the
 //!    [`Shutdown`] signal. The accept loop stops and drops the listener;
 //!    every connection task sees the signal, queues its `shutdown` event
@@ -17,7 +18,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures::FutureExt;
@@ -28,16 +29,22 @@ use crate::cap::{ConnectionCap, Slot};
 use crate::config::Config;
 use crate::connection;
 use crate::handshake::HttpRefusal;
+use crate::log_limit::{LogLimit, Note};
+use crate::origin::OriginPolicy;
+use crate::per_ip::{IpSlot, PerIpCap};
 use crate::registry::{Registry, RegistryConfig, RegistryCounts};
 use crate::shutdown::Shutdown;
 use crate::state::ServerState;
 use crate::tasks::{TaskToken, TaskTracker};
+use crate::writer::FRAGMENT;
 
 /// Listen backlog: deep enough for a burst of thousands of connects.
 const LISTEN_BACKLOG: i32 = 4096;
 /// Sockets refused at the cap that may be answering (503) at once; past
 /// this, further sockets over the cap are closed without an answer.
 const MAX_REFUSING: usize = 256;
+/// A refused origin or address is logged once per this window.
+const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(60);
 
 /// Why a server could not start.
 
@@ -77,6 +84,9 @@ pub struct Stats {
     pub slots_in_use: usize,
     /// Connection tasks still running, refusals included.
     pub tasks: usize,
+    /// Client addresses holding a connection counted by
+    /// `--max-connections-per-ip` (always 0 when it is off).
+    pub per_ip_addresses: usize,
     /// Users, rooms and memberships in the registry.
     pub registry: RegistryCounts,
 }
@@ -85,6 +95,7 @@ impl Server {
     /// Checks the configuration and opens the listening socket.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         config.validate().map_err(ServerError::Config)?;
+        let origins = OriginPolicy::new(&config.allowed_origins).map_err(ServerError::Config)?;
         let listener = natter_runtime::bind(&config.listen, LISTEN_BACKLOG).map_err(|source| {
             ServerError::Bind {
                 addr: config.listen.clone(),
@@ -105,6 +116,10 @@ impl Server {
             shutdown: Shutdown::new(),
             cap: ConnectionCap::new(config.max_connections),
             refusing: ConnectionCap::new(MAX_REFUSING),
+            per_ip: PerIpCap::new(config.max_connections_per_ip),
+            origins,
+            refused_origins: LogLimit::new(REFUSAL_LOG_WINDOW),
+            refused_addresses: LogLimit::new(REFUSAL_LOG_WINDOW),
             tasks: TaskTracker::new(),
             ws_config: websocket_config(&config),
             backlog: Arc::default(),
@@ -174,6 +189,7 @@ impl ServerHandle {
         Stats {
             slots_in_use: self.state.cap.in_use(),
             tasks: self.state.tasks.live(),
+            per_ip_addresses: self.state.per_ip.addresses(),
             registry: self.state.registry.counts().await,
         }
     }
@@ -212,6 +228,29 @@ async fn accept_loop(listener: &TcpListener, state: &Arc<ServerState>) {
         };
         let _ = stream.set_nodelay(true);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
+        // The address is counted first, so a socket refused with 429 never
+        // takes a slot; one refused with 503 gives its count back at once.
+        let Some(ip_slot) = state.per_ip.try_acquire(peer.ip()) else {
+            if state
+                .refused_addresses
+                .note(&peer.ip().to_string(), Instant::now())
+                == Note::Log
+            {
+                log::info!(
+                    "{} is at --max-connections-per-ip {}: answering 429 (logged once a minute per address)",
+                    peer.ip(),
+                    state.config.max_connections_per_ip
+                );
+            }
+            refuse_over_cap(
+                state,
+                stream,
+                id,
+                peer,
+                HttpRefusal::too_many_from_address(),
+            );
+            continue;
+        };
         if let Some(slot) = state.cap.try_acquire() {
             let token = state.tasks.token();
             let state = state.clone();
@@ -219,6 +258,7 @@ async fn accept_loop(listener: &TcpListener, state: &Arc<ServerState>) {
                 // Released only after the registry has forgotten us.
                 let _held = Held {
                     _slot: slot,
+                    _ip: ip_slot,
                     _token: token,
                 };
                 let run = connection::run(stream, peer, id, state.clone());
@@ -227,32 +267,55 @@ async fn accept_loop(listener: &TcpListener, state: &Arc<ServerState>) {
                 }
                 state.registry.disconnect(id).await;
             });
-        } else if let Some(slot) = state.refusing.try_acquire() {
-            log::info!("connection {id} from {peer}: server full, answering 503");
-            let token = state.tasks.token();
-            spawn(async move {
-                let _held = Held {
-                    _slot: slot,
-                    _token: token,
-                };
-                refuse_full(stream, id, peer).await;
-            });
         } else {
-            log::warn!("connection {id} from {peer}: server full, dropping socket");
+            drop(ip_slot);
+            log::info!("connection {id} from {peer}: server full, answering 503");
+            refuse_over_cap(state, stream, id, peer, HttpRefusal::server_full());
         }
     }
 }
 
-/// What a connection task holds while it runs. The slot is released before
-/// the task is counted out (struct fields drop in declaration order), so
-/// when shutdown sees no task left, no slot is held either.
+/// What a connection task holds while it runs. The slot and the address's
+/// count are released before the task is counted out (struct fields drop
+/// in declaration order), so when shutdown sees no task left, no slot or
+/// count is held either.
 struct Held {
     _slot: Slot,
+    _ip: IpSlot,
     _token: TaskToken,
 }
 
-/// Answers a socket that arrived when every slot was taken.
-async fn refuse_full(mut stream: natter_runtime::TcpStream, id: u64, peer: SocketAddr) {
+/// Answers a socket over a cap (the server's: 503, its address's: 429) on
+/// a `refusing` slot, which it holds only while answering; with no such
+/// slot free either, the socket is dropped unanswered.
+fn refuse_over_cap(
+    state: &ServerState,
+    stream: natter_runtime::TcpStream,
+    id: u64,
+    peer: SocketAddr,
+    refusal: HttpRefusal,
+) {
+    let Some(slot) = state.refusing.try_acquire() else {
+        log::warn!(
+            "connection {id} from {peer}: HTTP {} and no refusal slot free, dropping socket",
+            refusal.status
+        );
+        return;
+    };
+    let token = state.tasks.token();
+    spawn(async move {
+        let _held = (slot, token);
+        refuse_early(stream, id, peer, refusal).await;
+    });
+}
+
+/// Answers a socket that arrived over a cap with `refusal`.
+async fn refuse_early(
+    mut stream: natter_runtime::TcpStream,
+    id: u64,
+    peer: SocketAddr,
+    refusal: HttpRefusal,
+) {
     // Read the request first (briefly): answering before reading it could
     // make the kernel reset the connection and lose the answer.
     let read = timeout(
@@ -262,7 +325,7 @@ async fn refuse_full(mut stream: natter_runtime::TcpStream, id: u64, peer: Socke
     .await;
     let refusal = match read {
         Some(Ok(Err(refusal))) => refusal,
-        _ => HttpRefusal::server_full(),
+        _ => refusal,
     };
     connection::refuse(stream, id, peer, &refusal).await;
 }
@@ -276,22 +339,18 @@ async fn refuse_full(mut stream: natter_runtime::TcpStream, id: u64, peer: Socke
 /// 4 KiB to 1 KiB took an idle connection from 10.7 to 7.7 KiB of server
 /// memory, and 512 bytes saves another half KiB. tungstenite also zeroes
 /// the buffer before each read, so smaller is cheaper per read too.
+///
+/// The write buffer gathers a batch's frames into one `send` up to 16 KiB.
+/// Every frame natter sends is at most one [`FRAGMENT`] (bigger messages go
+/// out in fragments, see `crate::writer`), so the buffer's bound is that
+/// plus room for a pong and a close frame: a client that does not read can
+/// hold no more than that in it.
 fn websocket_config(config: &Config) -> WebSocketConfig {
     let write_buffer = 16 * 1024;
-    // The largest frame natter sends is a join reply (history messages,
-    // whose text may grow 6x when JSON-escaped, plus the member list) or a
-    // `rooms` reply. The buffer only grows that far if such a frame is sent.
-    // A `rooms` reply lists every room with members: at most every
-    // connection's rooms, about 90 bytes each.
-    let connections = config.max_connections.min(100_000);
-    let largest_reply = (config.history.max(20) * (6 * config.max_text_bytes + 512))
-        .max(connections * config.max_rooms_per_connection.min(1000) * 90)
-        + connections * 40
-        + 64 * 1024;
     WebSocketConfig::default()
         .read_buffer_size(512)
         .write_buffer_size(write_buffer)
-        .max_write_buffer_size(write_buffer + largest_reply)
+        .max_write_buffer_size(write_buffer + FRAGMENT + 1024)
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes))
 }

@@ -8,6 +8,9 @@ use natter_protocol::Limits;
 use crate::backlog::Backlog;
 use crate::cap::ConnectionCap;
 use crate::config::Config;
+use crate::log_limit::LogLimit;
+use crate::origin::OriginPolicy;
+use crate::per_ip::PerIpCap;
 use crate::registry::Registry;
 use crate::shutdown::Shutdown;
 use crate::tasks::TaskTracker;
@@ -27,6 +30,14 @@ pub(crate) struct ServerState {
     /// Slots for sockets being answered 503 when `cap` is full, so a flood
     /// over the cap cannot spawn unbounded tasks.
     pub(crate) refusing: ConnectionCap,
+    /// `--max-connections-per-ip`: counted before a socket gets a slot.
+    pub(crate) per_ip: PerIpCap,
+    /// `--allowed-origin`: which web pages may open a WebSocket here.
+    pub(crate) origins: OriginPolicy,
+    /// Refused origins already logged this minute (one line per origin).
+    pub(crate) refused_origins: LogLimit,
+    /// Addresses refused at the per-address cap already logged this minute.
+    pub(crate) refused_addresses: LogLimit,
     /// Counts live connection tasks, so shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
     /// tungstenite's buffer sizes and frame limits, from the options.

@@ -8,21 +8,39 @@ use std::pin::pin;
 use std::time::Duration;
 
 use async_tungstenite::WebSocketSender;
-use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
+use async_tungstenite::tungstenite::protocol::frame::Frame;
+use async_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use async_tungstenite::tungstenite::{Bytes, Message};
 use futures::SinkExt;
 use futures::future::{Either, select};
-use natter_runtime::{TcpStream, timeout};
+use std::task::Poll;
+
+use natter_runtime::{sleep, timeout};
 
 use crate::close_reason::CloseReason;
-use crate::outbox::{Outbox, Outgoing, Side};
+use crate::frame::Frame as Text;
+use crate::outbox::{Batch, Outbox, Outgoing, STALL, Side};
+use crate::ping_filter::Wire;
 
 /// How long a close frame may take to get out before the socket is dropped.
 const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Text frames longer than this go out as several fragments of this size.
+/// tungstenite copies a frame whole into its write buffer and keeps the
+/// buffer's capacity for the connection's life: a 2.4 MB join reply sent in
+/// one frame left 2.6 MiB behind per connection. In fragments the buffer
+/// never grows past `write_buffer_size` plus one fragment, and a reader
+/// that is slow to take a big reply holds the writer back fragment by
+/// fragment instead of the server holding a second copy of it.
+pub(crate) const FRAGMENT: usize = 4096;
+
+/// Bytes of one big message the writer sends before letting other tasks run.
+const YIELD_BYTES: usize = 16 * FRAGMENT;
+
 /// Runs until the outbox is closed and drained (or abandoned), then sends
 /// the close frame its close reason calls for.
-pub(crate) async fn run(mut sink: WebSocketSender<TcpStream>, outbox: &Outbox) {
+pub(crate) async fn run(mut sink: WebSocketSender<Wire>, outbox: &Outbox) {
     let drained = {
         let drain = pin!(drain(&mut sink, outbox));
         let aborted = pin!(outbox.aborted(Side::Writer));
@@ -50,7 +68,7 @@ pub(crate) async fn run(mut sink: WebSocketSender<TcpStream>, outbox: &Outbox) {
 
 /// Sends the close frame (or the reply to the client's) the outbox's close
 /// reason calls for.
-async fn close(mut sink: WebSocketSender<TcpStream>, outbox: &Outbox) {
+async fn close(mut sink: WebSocketSender<Wire>, outbox: &Outbox) {
     match outbox.reason() {
         Some(CloseReason::Gone) | None => {}
         Some(CloseReason::PeerClosed) => {
@@ -73,19 +91,75 @@ async fn close(mut sink: WebSocketSender<TcpStream>, outbox: &Outbox) {
 /// Moves frames from the queue to the socket until the queue is closed
 /// and empty, or abandoned.
 async fn drain(
-    sink: &mut WebSocketSender<TcpStream>,
+    sink: &mut WebSocketSender<Wire>,
     outbox: &Outbox,
 ) -> Result<(), async_tungstenite::tungstenite::Error> {
     let mut queue = outbox.writer();
     while let Some(batch) = queue.next_batch().await {
-        for item in batch {
-            let message = match item {
-                Outgoing::Text(frame, _) => Message::Text(frame),
-                Outgoing::Ping => Message::Ping(Default::default()),
-            };
-            sink.feed(message).await?;
+        let mut send = pin!(send_batch(sink, batch));
+        // Usually the socket takes the whole batch at once. If not, the
+        // writer counts as the server's lag (it paces everyone's readers,
+        // see `crate::outbox`) only until `STALL` has passed; the timer is
+        // armed only then, not for every batch.
+        if let Poll::Ready(sent) = futures::poll!(send.as_mut()) {
+            sent?;
+            continue;
         }
-        sink.flush().await?;
+        match select(send.as_mut(), pin!(sleep(STALL))).await {
+            Either::Left((sent, _)) => sent?,
+            Either::Right(((), send)) => {
+                outbox.stalled();
+                send.await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Feeds one batch to the socket and flushes it.
+async fn send_batch(
+    sink: &mut WebSocketSender<Wire>,
+    batch: Batch<'_, '_>,
+) -> Result<(), async_tungstenite::tungstenite::Error> {
+    for item in batch {
+        match item {
+            Outgoing::Text(text, _) if text.len() > FRAGMENT => {
+                feed_fragments(sink, text).await?;
+            }
+            Outgoing::Text(text, _) => sink.feed(Message::Text(text)).await?,
+            Outgoing::Ping => sink.feed(Message::Ping(Bytes::new())).await?,
+            Outgoing::Pong(data) => sink.feed(Message::Pong(data)).await?,
+        }
+    }
+    sink.flush().await
+}
+
+/// Feeds one text message as fragments of [`FRAGMENT`] bytes (RFC 6455
+/// §5.4): a text frame without FIN, continuations, the last with FIN. The
+/// fragments share the message's bytes; UTF-8 may be split between them
+/// (the receiver validates the whole message).
+async fn feed_fragments(
+    sink: &mut WebSocketSender<Wire>,
+    text: Text,
+) -> Result<(), async_tungstenite::tungstenite::Error> {
+    let bytes = Bytes::from(text);
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = (start + FRAGMENT).min(bytes.len());
+        let opcode = if start == 0 {
+            OpCode::Data(Data::Text)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let fragment = Frame::message(bytes.slice(start..end), opcode, end == bytes.len());
+        sink.feed(Message::Frame(fragment)).await?;
+        start = end;
+        // A socket that takes everything at once (loopback, a fast client)
+        // would let one 2.4 MB reply hold the executor for milliseconds:
+        // let other tasks run between slices of it.
+        if start % YIELD_BYTES == 0 {
+            natter_runtime::yield_now().await;
+        }
     }
     Ok(())
 }

@@ -182,8 +182,9 @@ fn a_flood_of_new_rooms_is_bounded_by_eviction_and_never_touches_a_room_with_mem
             join_task("a room creator", t).await;
         }
 
+        // At most MAX_ROOMS empty rooms, plus the lobby, which has members.
         let stats = settle(&server, 2, 2).await;
-        assert!(stats.registry.rooms <= MAX_ROOMS, "{stats:?}");
+        assert!(stats.registry.rooms <= MAX_ROOMS + 1, "{stats:?}");
         // The witness room, busy all along, kept its numbering.
         let mut late = server.client("late").await;
         let after = late.join("lobby").await;
@@ -194,7 +195,7 @@ fn a_flood_of_new_rooms_is_bounded_by_eviction_and_never_touches_a_room_with_mem
         let report = witness.finish().await;
         assert!(report.said >= 20, "{}", report.said);
         let stats = settle(&server, 2, 2).await;
-        assert!(stats.registry.rooms <= MAX_ROOMS, "{stats:?}");
+        assert!(stats.registry.rooms <= MAX_ROOMS + 1, "{stats:?}");
         report.close().await;
         server.assert_idle().await;
     })

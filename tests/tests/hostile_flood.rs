@@ -2,13 +2,13 @@
 //! burst) are served, then each message gets `rate_limited`, and at the
 //! 50th `rate_limited` it is closed with 1008 "flooding" — whether it floods
 //! with valid requests or with junk. The witness pair in the same room is
-//! unaffected: every message arrives, in order, gap-free. Pings, which the
-//! rate does not count, can be flooded without harm: they are answered
-//! and leave the flooder's rate budget intact.
+//! unaffected: every message arrives, in order, gap-free. Ping frames count
+//! like messages: within the rate each gets its pong, past it none does,
+//! and a ping flood is closed for flooding like any other.
 
 use async_tungstenite::tungstenite::Message;
 use natter_runtime::spawn;
-use natter_tests::hostile::{Witness, WitnessOpts, scaled, settle};
+use natter_tests::hostile::{Witness, WitnessOpts, settle};
 use natter_tests::serde_json::{Value, json};
 use natter_tests::{Client, Config, is_reply, join_task, start};
 
@@ -148,7 +148,7 @@ fn flooders_get_rate_limited_then_closed_1008_flooding_and_the_witness_is_unaffe
 }
 
 #[test]
-fn a_ping_flood_is_answered_not_rate_limited_and_harms_no_one() {
+fn a_ping_flood_gets_no_pongs_past_the_rate_and_is_closed_for_flooding() {
     natter_runtime::block_on(async {
         let config = Config::local(); // rate 20/s, burst 40
         let burst = config.burst as usize;
@@ -157,62 +157,43 @@ fn a_ping_flood_is_answered_not_rate_limited_and_harms_no_one() {
             Witness::start(&server.url(), WitnessOpts::new("wit", "lobby", &config)).await;
         witness.wait_said(3).await;
 
-        // Control frames are not counted against the rate: tens of
-        // thousands of pings, sent without reading anything.
+        // Far more pings than the burst and the flood rule's 50 together,
+        // sent without reading anything.
         let mut pinger = server.client("pinger").await;
         pinger.join("lobby").await; // one token
-        let pings = scaled(20_000);
-        for i in 0..pings {
-            pinger
-                .feed_raw(Message::Ping(format!("{i}").into_bytes().into()))
+        for i in 0..FLOOD {
+            let sent = pinger
+                .try_send_raw(Message::Ping(format!("{i}").into_bytes().into()))
                 .await;
-            if i % 500 == 499 {
-                pinger.flush().await;
+            if sent.is_err() {
+                break; // closed already
             }
         }
-        pinger.flush().await;
-        // The witness went on meanwhile.
-        let before = witness.said();
-        witness.wait_said(before + 5).await;
-
-        // The rest of the burst is intact: every request is served.
-        for i in 0..burst - 1 {
-            let req = json!({"type": "who", "room": "lobby", "id": i});
-            pinger.feed_raw(Message::text(req.to_string())).await;
-        }
-        pinger.flush().await;
         let mut pongs = 0;
-        let mut replies = Vec::new();
-        for _ in 0..pings + 10 * burst + 100_000 {
-            if replies.len() == burst - 1 {
-                break;
-            }
+        let close = loop {
             match pinger.next_message().await {
                 Some(Message::Pong(_)) => pongs += 1,
-                Some(Message::Text(t)) => {
-                    let v: Value = natter_tests::serde_json::from_str(t.as_str()).unwrap();
-                    if is_reply(&v) {
-                        replies.push(v);
-                    }
-                }
+                Some(Message::Close(frame)) => break frame,
+                Some(Message::Text(_)) => {} // presence of the witness
                 other => panic!("pinger: unexpected {other:?}"),
             }
-        }
-        assert_eq!(replies.len(), burst - 1, "pinger's replies");
-        for (i, r) in replies.iter().enumerate() {
-            assert_eq!((&r["type"], &r["id"]), (&json!("ok"), &json!(i)), "{r}");
-        }
-        // Pings are answered (possibly coalesced while the pinger was not
-        // reading: a WebSocket endpoint owes a pong only to the latest).
-        assert!(
-            pongs >= 1 && pongs <= pings,
-            "{pongs} pongs for {pings} pings"
+            assert!(pongs <= FLOOD, "more pongs than pings");
+        };
+        let close = close.expect("a close frame with a code");
+        assert_eq!(
+            (u16::from(close.code), close.reason.as_str()),
+            (1008, "flooding")
         );
-        eprintln!("{pings} pings, {pongs} pongs");
-        pinger.close().await;
+        // The burst (less the join) is answered; past it, no pong. The
+        // bucket refills at 20/s while the flood goes on: a generous 40
+        // more for refills over up to 2 s of a loaded machine.
+        assert!(
+            pongs >= 1 && pongs <= burst + 40,
+            "{pongs} pongs for a burst of {burst}"
+        );
 
         let report = witness.finish().await;
-        assert!(report.said >= 20, "{}", report.said);
+        assert!(report.said >= 5, "{}", report.said);
         report.assert_joined_and_left("pinger");
         let stats = settle(&server, 2, 2).await;
         assert_eq!(stats.registry.rooms, 1, "{stats:?}");
