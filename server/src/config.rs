@@ -46,7 +46,9 @@ pub struct Config {
     #[arg(long, env = "NATTER_HISTORY", default_value_t = 100)]
     pub history: usize,
 
-    /// Outbound frames queued per connection before it counts as a slow consumer.
+    /// Outbound frames of others' events queued per connection before it
+    /// counts as a slow consumer (1 to 1000000; 2 MiB of them counts too),
+    /// and own replies queued before its next request waits.
     #[arg(long, env = "NATTER_QUEUE", default_value_t = 256)]
     pub queue: usize,
 
