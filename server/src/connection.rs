@@ -281,10 +281,8 @@ async fn read_requests(
     let ping_interval = config.ping_interval().min(config.idle_timeout());
     let idle_timeout = config.idle_timeout();
     let mut last_heard = Instant::now();
-    // Messages handled (for `YIELD_EVERY`), and the payload of the ping
-    // being answered.
+    // Messages handled (for `YIELD_EVERY`).
     let mut handled: u32 = 0;
-    let mut ping = Default::default();
     let work = async {
         loop {
             // Closed by someone else (slow-consumer kick, dead socket):
@@ -327,14 +325,11 @@ async fn read_requests(
             if handled.is_multiple_of(YIELD_EVERY) {
                 natter_runtime::yield_now().await;
             }
-            let text = match message {
-                Message::Text(text) => Some(text),
+            let incoming = match message {
+                Message::Text(text) => Ok(text),
                 // A client's ping (see `crate::ping_filter`): a message like
                 // any other for the rate limit.
-                Message::Pong(data) if pings.was_ping() => {
-                    ping = data;
-                    None
-                }
+                Message::Pong(data) if pings.was_ping() => Err(data),
                 Message::Binary(_) => return CloseReason::Binary,
                 Message::Close(_) => return CloseReason::PeerClosed,
                 // The answer to our keepalive: it only tells us the peer
@@ -348,7 +343,7 @@ async fn read_requests(
             if !bucket.try_take(now) {
                 // Over the rate: a request gets `rate_limited`, a ping no
                 // pong; either counts towards flooding.
-                if let Some(text) = &text {
+                if let Ok(text) = &incoming {
                     let refusal = handler::rate_limited(text, config.rate, config.burst);
                     broadcast::reply(id, outbox, refusal);
                 }
@@ -358,9 +353,12 @@ async fn read_requests(
                 }
                 continue;
             }
-            let Some(text) = text else {
-                broadcast::pong(outbox, std::mem::take(&mut ping));
-                continue;
+            let text = match incoming {
+                Ok(text) => text,
+                Err(ping) => {
+                    broadcast::pong(outbox, ping);
+                    continue;
+                }
             };
             // A bug in one request must not take the server down: the panic
             // is contained to this connection, which is closed with 1011.

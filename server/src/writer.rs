@@ -4,7 +4,8 @@
 //! under load — and is the only place that writes to the socket, so frames
 //! leave in exactly the order they were queued.
 
-use std::pin::pin;
+use std::future::Future;
+use std::pin::{Pin, pin};
 use std::time::Duration;
 
 use async_tungstenite::WebSocketSender;
@@ -96,24 +97,36 @@ async fn drain(
 ) -> Result<(), async_tungstenite::tungstenite::Error> {
     let mut queue = outbox.writer();
     while let Some(batch) = queue.next_batch().await {
-        let mut send = pin!(send_batch(sink, batch));
+        // Boxed: an idle connection's writer is parked in `next_batch`, and
+        // the state of sending a batch would otherwise be part of it for
+        // the connection's whole life (one small allocation a batch costs
+        // less than that memory on thousands of idle connections).
+        let mut send = Box::pin(send_batch(sink, batch));
         // Usually the socket takes the whole batch at once. If not, the
         // writer counts as the server's lag (it paces everyone's readers,
         // see `crate::outbox`) only until `STALL` has passed; the timer is
-        // armed only then, not for every batch.
-        if let Poll::Ready(sent) = futures::poll!(send.as_mut()) {
-            sent?;
-            continue;
-        }
-        match select(send.as_mut(), pin!(sleep(STALL))).await {
-            Either::Left((sent, _)) => sent?,
-            Either::Right(((), send)) => {
-                outbox.stalled();
-                send.await?;
-            }
+        // armed only then.
+        match futures::poll!(send.as_mut()) {
+            Poll::Ready(sent) => sent?,
+            Poll::Pending => Box::pin(send_or_stall(send.as_mut(), outbox)).await?,
         }
     }
     Ok(())
+}
+
+/// Finishes sending a batch that the socket did not take at once; past
+/// [`STALL`] the writer stops counting as the server's lag.
+async fn send_or_stall(
+    send: Pin<&mut impl Future<Output = Result<(), async_tungstenite::tungstenite::Error>>>,
+    outbox: &Outbox,
+) -> Result<(), async_tungstenite::tungstenite::Error> {
+    match select(send, pin!(sleep(STALL))).await {
+        Either::Left((sent, _)) => sent,
+        Either::Right(((), send)) => {
+            outbox.stalled();
+            send.await
+        }
+    }
 }
 
 /// Feeds one batch to the socket and flushes it.
@@ -123,8 +136,10 @@ async fn send_batch(
 ) -> Result<(), async_tungstenite::tungstenite::Error> {
     for item in batch {
         match item {
+            // Boxed: rare, and its state would otherwise be part of every
+            // connection's writer.
             Outgoing::Text(text, _) if text.len() > FRAGMENT => {
-                feed_fragments(sink, text).await?;
+                Box::pin(feed_fragments(sink, text)).await?;
             }
             Outgoing::Text(text, _) => sink.feed(Message::Text(text)).await?,
             Outgoing::Ping => sink.feed(Message::Ping(Bytes::new())).await?,
