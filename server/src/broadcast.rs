@@ -24,7 +24,6 @@
 //! [`pong`] to a client's ping (the reader's own, so never refused), and
 //! the shutdown notice, [`last_word`] (queued and closed in one step).
 
-use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use async_lock::{Mutex, MutexGuard};
@@ -57,19 +56,6 @@ impl<'a, T> Locked<'a, T> {
     /// borrowed apart so a delivery can read the state (a room's members).
     pub(crate) fn parts(&mut self) -> (&mut T, Post<'_>) {
         (&mut self.guard, Post(&mut self.wakes))
-    }
-}
-
-impl<T> Deref for Locked<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.guard
-    }
-}
-
-impl<T> DerefMut for Locked<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.guard
     }
 }
 
