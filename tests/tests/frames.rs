@@ -177,3 +177,40 @@ fn client_close_is_answered_and_frees_everything() {
         server.assert_idle().await;
     })
 }
+
+#[test]
+fn a_ping_between_fragments_is_answered_and_a_client_pong_is_not() {
+    natter_runtime::block_on(async {
+        let server = start(Config::local()).await;
+        let mut c = server.client("alice").await;
+        // A pong the client sends on its own (RFC 6455 allows it as a
+        // heartbeat) is not a ping: no pong comes back for it.
+        c.send_raw(Message::Pong(b"heartbeat".to_vec().into()))
+            .await;
+        // A ping inside a fragmented message (control frames may come
+        // between fragments) gets its pong, and the message is intact.
+        c.send_fragment(b"{\"type\":\"rooms\",".to_vec(), true, false)
+            .await;
+        c.send_raw(Message::Ping(b"mid".to_vec().into())).await;
+        c.send_fragment(b"\"id\":7}".to_vec(), false, true).await;
+        let mut pongs = Vec::new();
+        let reply = loop {
+            match c.next_message().await {
+                Some(Message::Pong(p)) => pongs.push(p.to_vec()),
+                Some(Message::Text(t)) => {
+                    break natter_tests::serde_json::from_str::<natter_tests::serde_json::Value>(
+                        t.as_str(),
+                    )
+                    .unwrap();
+                }
+                other => panic!("expected a pong or the reply, got {other:?}"),
+            }
+        };
+        assert_eq!(
+            (&reply["type"], &reply["id"]),
+            (&json!("ok"), &json!(7)),
+            "{reply}"
+        );
+        assert_eq!(pongs, [b"mid".to_vec()], "one pong, for the ping only");
+    })
+}
