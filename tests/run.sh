@@ -17,6 +17,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+# No incremental state: it is ~1.3 GB per runtime that a from-scratch run
+# never reuses (CI once ran out of disk). Export CARGO_INCREMENTAL=1 to keep it.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+df -h . | awk 'NR==2 {print "== disk free here: " $4}'
+
 failed=()
 
 echo "== cargo test --workspace  (runtime: async-std, the default)"
