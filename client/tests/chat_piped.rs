@@ -41,7 +41,7 @@ fn start_server() -> Running {
     };
     let server = natter_runtime::block_on(Server::bind(config)).expect("the server binds");
     let handle = server.handle();
-    let task = natter_runtime::spawn(server.run());
+    let task = natter_runtime::spawn(async move { server.run().await.expect("server runs") });
     Running { handle, task }
 }
 

@@ -610,7 +610,7 @@ fn small_fanout_against_the_real_server_is_clean() {
     let server =
         natter_runtime::block_on(natter_server::Server::bind(config)).expect("server binds");
     let handle = server.handle();
-    let running = natter_runtime::spawn(server.run());
+    let running = natter_runtime::spawn(async move { server.run().await.expect("server runs") });
 
     let (subs, pubs) = (5u64, 2u64);
     let run = fanout(

@@ -88,7 +88,7 @@ fn server_addr() -> SocketAddr {
         let server = natter_runtime::block_on(Server::bind(config)).expect("bind the server");
         let addr = server.local_addr();
         // Detached: the server lives as long as the fuzzing process.
-        drop(natter_runtime::spawn(server.run()));
+        drop(natter_runtime::spawn(async move { server.run().await.expect("server runs") }));
         addr
     })
 }

@@ -85,6 +85,14 @@ pub struct Config {
     #[arg(long, env = "NATTER_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub max_connections_per_ip: usize,
 
+    /// Keep rooms, their numbering and history in DIR (created if missing;
+    /// the file DIR/natter.redb), so they survive a restart, a crash and a
+    /// power loss: a `say` is answered only once its message is on disk.
+    /// Only one server may use a directory at a time. Without it, history
+    /// lives in memory and a restart starts every room afresh.
+    #[arg(long, env = "NATTER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
     /// Threads that run the connection tasks. One is the fastest setting
     /// for broadcast-heavy rooms on a small machine: a broadcast runs to
     /// completion before the writers drain their queues, so each socket

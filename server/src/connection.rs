@@ -376,7 +376,7 @@ async fn read_requests(
         }
     };
     let stop = async {
-        let shutdown = pin!(state.shutdown.wait());
+        let shutdown = pin!(state.closing.wait());
         let aborted = pin!(outbox.aborted(Side::Reader));
         match select(shutdown, aborted).await {
             Either::Left(_) => CloseReason::Shutdown,

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::pin::pin;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
@@ -9,9 +10,22 @@ use futures::StreamExt;
 use futures::future::{Either, select};
 use natter_server::{Config, Server};
 
-fn main() -> anyhow::Result<()> {
+/// Runs the server; a failure is one line on stderr and exit status 1
+/// (the causes joined on that line, rather than anyhow's multi-line report,
+/// so that a service manager's log shows the whole reason in one entry).
+fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = Config::parse();
+    match start(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("natter-server: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(config: Config) -> anyhow::Result<()> {
     natter_runtime::set_worker_threads(config.threads.into())
         .context("starting the executor threads")?;
     if let Some(warning) = natter_runtime::worker_threads_override() {
@@ -59,7 +73,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let cut_off = match select(pin!(run), pin!(watch)).await {
         Either::Left((cut_off, _)) => cut_off,
         Either::Right(((), run)) => run.await,
-    };
+    }?;
     if cut_off > 0 {
         log::warn!("exited with {cut_off} connection(s) not closed cleanly");
     }

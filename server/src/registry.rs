@@ -13,10 +13,11 @@
 //! method takes (see [`crate::broadcast`]). An async (not std) mutex
 //! because waiting for it must not block an executor thread.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use async_lock::Mutex;
+use futures::channel::oneshot;
 use natter_protocol::names::nick_key;
 use natter_protocol::{
     ChatMessage, ErrorCode, Presence, PresenceKind, RoomCount, ServerMessage, WhisperEvent,
@@ -27,6 +28,7 @@ use crate::conn_id::ConnId;
 use crate::frame::{Frame, encode, unix_ms};
 use crate::outbox::{Cause, Outbox};
 use crate::room::{HistorySlice, Room, Rooms};
+use crate::room_log::{ClosedLog, Commit, Op, RoomLog, StoredRoom, Written};
 
 /// Registry settings taken from the server configuration.
 #[derive(Debug, Clone)]
@@ -63,6 +65,37 @@ struct State {
     /// Logical clock for "least recently active" (ticks on each join,
     /// leave and disconnect).
     clock: u64,
+    /// Where rooms, their numbering and history are kept (memory, or the
+    /// store of `--data-dir`). Inside the lock on purpose: only a lock
+    /// holder can hand it a change, so it sees the order members see.
+    log: Box<dyn RoomLog>,
+    /// Changes handed to a durable log and not yet reported committed, in
+    /// the order they were made (so in the order commits report them).
+    /// Always empty with the memory log.
+    pending: VecDeque<Pending>,
+}
+
+/// A change that waits for its commit before anyone may see it.
+struct Pending {
+    /// Its number in the log.
+    op: Op,
+    /// The message it makes visible, if it is a `say`.
+    message: Option<Unpublished>,
+    /// Resolves the request waiting for it (the `say`, the `join` that
+    /// created a room, a flush) once it is committed and published.
+    done: oneshot::Sender<Result<(), ErrorCode>>,
+}
+
+/// A message with its seq taken, waiting to be committed; then it is
+/// broadcast exactly as it would have been at once in memory.
+struct Unpublished {
+    room: Arc<str>,
+    /// Which incarnation of the room took the seq.
+    incarnation: u64,
+    seq: u64,
+    frame: Frame,
+    /// The sender (its copy is its own; see `Post::broadcast`).
+    origin: ConnId,
 }
 
 struct User {
@@ -99,16 +132,36 @@ pub struct RegistryCounts {
 }
 
 impl Registry {
-    pub(crate) fn new(config: RegistryConfig) -> Registry {
+    /// A registry keeping its rooms in `log`, starting from the rooms the
+    /// log held (least recently active first; none for memory).
+    pub(crate) fn new(
+        config: RegistryConfig,
+        log: Box<dyn RoomLog>,
+        stored: Vec<StoredRoom>,
+    ) -> Registry {
+        let mut st = State {
+            users: HashMap::new(),
+            nicks: HashMap::new(),
+            rooms: Rooms::new(config.max_rooms),
+            next_guest: 1,
+            next_epoch: 1,
+            clock: 0,
+            log,
+            pending: VecDeque::new(),
+        };
+        for room in stored {
+            let name = room.name.clone();
+            let incarnation = st.next_incarnation();
+            let now = st.tick();
+            let room = Room::restored(room, config.history, incarnation);
+            // The log already trimmed itself to --max-rooms; nothing is
+            // evicted here unless it holds more than it said.
+            for evicted in st.rooms.restore(&name, room, now) {
+                st.log.evict(&evicted);
+            }
+        }
         Registry {
-            state: Mutex::new(State {
-                users: HashMap::new(),
-                nicks: HashMap::new(),
-                rooms: Rooms::new(config.max_rooms),
-                next_guest: 1,
-                next_epoch: 1,
-                clock: 0,
-            }),
+            state: Mutex::new(st),
             config,
             epoch_nonce: fastrand::u32(..),
         }
@@ -162,7 +215,7 @@ impl Registry {
         st.nicks.remove(&nick_key(&user.nick));
         let now = st.tick();
         for name in &user.rooms {
-            st.rooms.exit(name, id, now);
+            st.exit_room(name, id, now);
             // Evicted (it emptied): nobody is left to tell.
             if let Some(room) = st.rooms.get(name) {
                 let frame = presence(name, PresenceKind::Leave, &user.nick, None);
@@ -199,6 +252,8 @@ impl Registry {
     /// reply). Under the lock only what must be read there is taken — the
     /// members' nicks (shared pointers), the room's numbering and handles to
     /// its history frames; the nicks are sorted after the lock is released.
+    /// A join that creates the room answers once the room's epoch is
+    /// durable (at once in memory).
     pub(crate) async fn join(
         &self,
         id: ConnId,
@@ -206,7 +261,7 @@ impl Registry {
         since: Option<u64>,
         epoch: Option<&str>,
     ) -> Result<Joined, ErrorCode> {
-        let (nicks, seq, epoch, history) = {
+        let (nicks, seq, epoch, history, created) = {
             let mut locked = self.lock().await;
             let (st, mut post) = locked.parts();
             let user = st.users.get(&id).ok_or(ErrorCode::Internal)?;
@@ -214,13 +269,16 @@ impl Registry {
             if !already && user.rooms.len() >= self.config.max_rooms_per_connection {
                 return Err(ErrorCode::TooManyRooms);
             }
+            let mut created = Written::Now;
             if !already {
                 let (nick, outbox) = (user.nick.clone(), user.outbox.clone());
                 st.tick();
                 let room = st.rooms.enter(name, id, outbox, || {
-                    let epoch = format!("{:08x}.{}", self.epoch_nonce, st.next_epoch);
+                    let incarnation = st.next_epoch;
+                    let epoch = format!("{:08x}.{incarnation}", self.epoch_nonce);
                     st.next_epoch += 1;
-                    Room::new(epoch, self.config.history)
+                    created = st.log.create(name, &epoch);
+                    Room::new(epoch, self.config.history, incarnation)
                 });
                 let frame = presence(name, PresenceKind::Join, &nick, None);
                 post.broadcast(room.members(), &frame, id);
@@ -228,14 +286,19 @@ impl Registry {
                     user.rooms.insert(name.to_owned());
                 }
             }
+            let created = st.await_commit(created, None);
             let room = st.rooms.get(name).ok_or(ErrorCode::Internal)?;
             (
                 st.member_nicks(room),
                 room.last_seq,
                 room.epoch.clone(),
                 room.history_since(since, epoch),
+                created,
             )
         };
+        if let Some(created) = created {
+            committed(created).await?;
+        }
         Ok(Joined {
             members: sorted(nicks),
             seq,
@@ -257,33 +320,125 @@ impl Registry {
             let frame = presence(name, PresenceKind::Leave, &user.nick, None);
             post.broadcast(room.members(), &frame, id);
         }
-        st.rooms.exit(name, id, now);
+        st.exit_room(name, id, now);
         Ok(())
     }
 
     /// Says `text` in a room: takes the next seq, encodes the message once,
-    /// keeps it in history and queues it for every member. Returns the seq.
+    /// hands it to the log, and — once the log has it durably (at once in
+    /// memory) — keeps it in history and queues it for every member.
+    /// Returns the seq after the message has gone out.
     pub(crate) async fn say(&self, id: ConnId, name: &str, text: &str) -> Result<u64, ErrorCode> {
-        let mut locked = self.lock().await;
-        let (st, mut post) = locked.parts();
-        let user = st.users.get(&id).ok_or(ErrorCode::Internal)?;
-        if !user.rooms.contains(name) {
-            return Err(ErrorCode::NotMember);
+        let (seq, waiting) = {
+            let mut locked = self.lock().await;
+            let (st, mut post) = locked.parts();
+            let user = st.users.get(&id).ok_or(ErrorCode::Internal)?;
+            if !user.rooms.contains(name) {
+                return Err(ErrorCode::NotMember);
+            }
+            let room = st.rooms.get_mut(name).ok_or(ErrorCode::Internal)?;
+            let seq = room.take_seq();
+            let frame = encode(&ServerMessage::Message(ChatMessage {
+                room: name.to_owned(),
+                seq,
+                from: user.nick.to_string(),
+                text: text.to_owned(),
+                ts: unix_ms(),
+            }));
+            match st.log.append(name, seq, &frame) {
+                Written::Now => {
+                    room.publish(seq, frame.clone());
+                    // No activity stamp: the room has a member (the sender),
+                    // and only empty rooms are ranked by activity.
+                    post.broadcast(room.members(), &frame, id);
+                    return Ok(seq);
+                }
+                Written::Refused => {
+                    room.give_back_seq(seq);
+                    return Err(ErrorCode::Internal);
+                }
+                Written::Queued(op) => {
+                    let message = Unpublished {
+                        room: Arc::from(name),
+                        incarnation: room.incarnation,
+                        seq,
+                        frame,
+                        origin: id,
+                    };
+                    (seq, st.await_commit(Written::Queued(op), Some(message)))
+                }
+            }
+        };
+        if let Some(waiting) = waiting {
+            committed(waiting).await?;
         }
-        let room = st.rooms.get_mut(name).ok_or(ErrorCode::Internal)?;
-        let seq = room.next_seq();
-        let frame = encode(&ServerMessage::Message(ChatMessage {
-            room: name.to_owned(),
-            seq,
-            from: user.nick.to_string(),
-            text: text.to_owned(),
-            ts: unix_ms(),
-        }));
-        room.remember(seq, frame.clone());
-        // No activity stamp: the room has a member (the sender), and only
-        // empty rooms are ranked by activity (see `Rooms`).
-        post.broadcast(room.members(), &frame, id);
         Ok(seq)
+    }
+
+    /// Publishes what a durable log reports committed, in the order it was
+    /// handed over: each message is kept in history and queued for the
+    /// room's members now (whoever is a member now — a member who joined
+    /// while it waited was told a `seq` before it, so sees it next; one who
+    /// left no longer hears the room), then each waiting request is
+    /// resolved, after the lock is released, so a sender's `ok` follows its
+    /// message. A failed commit fails every request it covers instead.
+    pub(crate) async fn publish(&self, commit: &Commit) {
+        let mut resolved = Vec::new();
+        {
+            let mut locked = self.lock().await;
+            let (st, mut post) = locked.parts();
+            while st.pending.front().is_some_and(|p| p.op <= commit.through) {
+                let Some(pending) = st.pending.pop_front() else {
+                    break;
+                };
+                let outcome = match (&commit.result, pending.message) {
+                    (Err(_), _) => Err(ErrorCode::Internal),
+                    (Ok(()), None) => Ok(()),
+                    (Ok(()), Some(m)) => {
+                        // The room may be gone (evicted once its last member
+                        // left); then nobody is there to tell.
+                        if let Some(room) = st.rooms.get_mut(&m.room)
+                            && room.incarnation == m.incarnation
+                        {
+                            room.publish(m.seq, m.frame.clone());
+                            post.broadcast(room.members(), &m.frame, m.origin);
+                        }
+                        Ok(())
+                    }
+                };
+                resolved.push((pending.done, outcome));
+            }
+        }
+        for (done, outcome) in resolved {
+            // The requester may have gone; then nobody needs the answer.
+            let _ = done.send(outcome);
+        }
+    }
+
+    /// Resolves once everything handed to the log so far is committed and
+    /// published (at once in memory): what a graceful shutdown waits for
+    /// before it tells anyone goodbye.
+    pub(crate) async fn flush(&self) -> Result<(), ErrorCode> {
+        let waiting = {
+            let mut st = self.state.lock().await;
+            let written = st.log.barrier();
+            st.await_commit(written, None)
+        };
+        match waiting {
+            Some(waiting) => committed(waiting).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Lets go of the log's storage: later changes are refused. The old
+    /// log is dropped on the blocking pool (a durable log waits there for
+    /// its writer thread to close the store).
+    pub(crate) async fn close_log(&self) {
+        let log = {
+            let mut st = self.state.lock().await;
+            std::mem::replace(&mut st.log, Box::new(ClosedLog))
+        };
+        natter_runtime::spawn_blocking(move || drop(log)).await;
     }
 
     /// Sends a direct message; returns the recipient's nick as it is spelled.
@@ -363,6 +518,37 @@ impl State {
         self.clock
     }
 
+    /// A number no other room of this process has had.
+    fn next_incarnation(&mut self) -> u64 {
+        self.next_epoch += 1;
+        self.next_epoch - 1
+    }
+
+    /// Ends a membership and tells the log about the rooms that evicts.
+    fn exit_room(&mut self, name: &str, id: ConnId, now: u64) {
+        for evicted in self.rooms.exit(name, id, now) {
+            // Nobody waits for an eviction: if it is lost in a crash, the
+            // room is still within --max-rooms when read back.
+            self.log.evict(&evicted);
+        }
+    }
+
+    /// For a change the log queued: records what waits for its commit and
+    /// returns the receiver to await once the lock is released. `None` when
+    /// there is nothing to wait for (written at once, or refused).
+    fn await_commit(
+        &mut self,
+        written: Written,
+        message: Option<Unpublished>,
+    ) -> Option<oneshot::Receiver<Result<(), ErrorCode>>> {
+        let Written::Queued(op) = written else {
+            return None;
+        };
+        let (done, waiting) = oneshot::channel();
+        self.pending.push_back(Pending { op, message, done });
+        Some(waiting)
+    }
+
     fn guest_nick(&mut self) -> String {
         loop {
             let nick = format!("guest-{}", self.next_guest);
@@ -381,6 +567,12 @@ impl State {
             .filter_map(|m| self.users.get(m).map(|u| u.nick.clone()))
             .collect()
     }
+}
+
+/// Waits for a commit (and its publication) reported by the publisher.
+/// A report that can never come (the server stopped) is an internal error.
+async fn committed(waiting: oneshot::Receiver<Result<(), ErrorCode>>) -> Result<(), ErrorCode> {
+    waiting.await.unwrap_or(Err(ErrorCode::Internal))
 }
 
 /// Sorts nicks by bytes (the order of `who` and of a join reply's

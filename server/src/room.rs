@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::conn_id::ConnId;
 use crate::frame::Frame;
 use crate::outbox::Outbox;
+use crate::room_log::StoredRoom;
 
 /// Messages in a join reply when the client gives no (usable) `since`.
 pub(crate) const DEFAULT_HISTORY_REPLY: usize = 20;
@@ -15,8 +16,16 @@ pub(crate) struct Room {
     /// Members and their queues, so a broadcast needs no second lookup.
     /// Changed only through [`Rooms`], which keeps its indexes in step.
     members: HashMap<ConnId, Arc<Outbox>>,
-    /// The seq of the room's latest message (0: none yet).
+    /// The seq of the room's latest message that members have been sent
+    /// (0: none yet): what a join reply reports and `since` is judged by.
     pub(crate) last_seq: u64,
+    /// The last seq handed out. Ahead of `last_seq` only while messages
+    /// wait for a durable log's commit (see `crate::registry`).
+    assigned: u64,
+    /// Tells this room apart from a later room of the same name (after an
+    /// eviction) within this process, so a commit reported late is never
+    /// published into the wrong incarnation.
+    pub(crate) incarnation: u64,
     /// Names this incarnation of the numbering; new whenever the room is
     /// created (again), so a client can tell its `since` no longer applies.
     pub(crate) epoch: String,
@@ -41,10 +50,12 @@ pub(crate) struct HistorySlice {
 }
 
 impl Room {
-    pub(crate) fn new(epoch: String, history_cap: usize) -> Room {
+    pub(crate) fn new(epoch: String, history_cap: usize, incarnation: u64) -> Room {
         Room {
             members: HashMap::new(),
             last_seq: 0,
+            assigned: 0,
+            incarnation,
             epoch,
             history: VecDeque::with_capacity(history_cap.min(16)),
             history_cap,
@@ -52,19 +63,45 @@ impl Room {
         }
     }
 
+    /// A room as a durable log kept it: its numbering continues.
+    pub(crate) fn restored(stored: StoredRoom, history_cap: usize, incarnation: u64) -> Room {
+        let mut room = Room::new(stored.epoch, history_cap, incarnation);
+        room.last_seq = stored.last_seq;
+        room.assigned = stored.last_seq;
+        for (seq, frame) in stored.history {
+            room.remember(seq, frame);
+        }
+        room
+    }
+
     /// The members and their queues.
     pub(crate) fn members(&self) -> &HashMap<ConnId, Arc<Outbox>> {
         &self.members
     }
 
-    /// Takes the next seq for a message about to be broadcast.
-    pub(crate) fn next_seq(&mut self) -> u64 {
-        self.last_seq += 1;
-        self.last_seq
+    /// Takes the next seq for a new message.
+    pub(crate) fn take_seq(&mut self) -> u64 {
+        self.assigned += 1;
+        self.assigned
+    }
+
+    /// Gives back the seq just taken, for a message that will never be
+    /// shown (its log refused it), so the numbering stays gap-free.
+    pub(crate) fn give_back_seq(&mut self, seq: u64) {
+        if self.assigned == seq {
+            self.assigned -= 1;
+        }
+    }
+
+    /// Message `seq` is going out to the members now: it becomes the
+    /// room's last seq and joins the history.
+    pub(crate) fn publish(&mut self, seq: u64, frame: Frame) {
+        self.last_seq = seq;
+        self.remember(seq, frame);
     }
 
     /// Keeps `frame` (message `seq`) in history, forgetting the oldest.
-    pub(crate) fn remember(&mut self, seq: u64, frame: Frame) {
+    fn remember(&mut self, seq: u64, frame: Frame) {
         if self.history_cap == 0 {
             return;
         }
@@ -144,6 +181,17 @@ impl Rooms {
         }
     }
 
+    /// Adds a room read back from a durable log, with no members, as the
+    /// most recently emptied so far (callers go least recently active
+    /// first). Past `--max-rooms`, the oldest go, as on any exit.
+    pub(crate) fn restore(&mut self, name: &str, mut room: Room, now: u64) -> Vec<Arc<str>> {
+        let key: Arc<str> = Arc::from(name);
+        room.emptied_at = now;
+        self.by_name.insert(key.clone(), room);
+        self.empty.insert((now, key));
+        self.evict_past_bound()
+    }
+
     pub(crate) fn get(&self, name: &str) -> Option<&Room> {
         self.by_name.get(name)
     }
@@ -200,6 +248,12 @@ impl Rooms {
             None => Arc::from(name),
         };
         self.empty.insert((now, key));
+        self.evict_past_bound()
+    }
+
+    /// Evicts the least recently active empty rooms until at most
+    /// `--max-rooms` remain; returns their names.
+    fn evict_past_bound(&mut self) -> Vec<Arc<str>> {
         let mut evicted = Vec::new();
         while self.empty.len() > self.max_empty {
             let Some((_, victim)) = self.empty.pop_first() else {
@@ -241,10 +295,10 @@ mod tests {
     use super::*;
 
     fn room_with(n: u64, cap: usize) -> Room {
-        let mut r = Room::new("e1".into(), cap);
+        let mut r = Room::new("e1".into(), cap, 1);
         for _ in 0..n {
-            let seq = r.next_seq();
-            r.remember(seq, Frame::from(format!("m{seq}")));
+            let seq = r.take_seq();
+            r.publish(seq, Frame::from(format!("m{seq}")));
         }
         r
     }
@@ -343,7 +397,7 @@ mod rooms_tests {
                     rooms.enter(&name, id, outbox.clone(), || {
                         next_epoch += 1;
                         created = Some(next_epoch.to_string());
-                        Room::new(next_epoch.to_string(), 0)
+                        Room::new(next_epoch.to_string(), 0, next_epoch)
                     });
                     let entry = model.rooms.entry(name.clone()).or_insert_with(|| {
                         let epoch = created.clone().expect("a new room was created");

@@ -5,13 +5,19 @@
 //! 2. [`Server::run`] accepts sockets; each is counted against its address
 //!    (or gets a 429), then gets a connection slot (or a 503) and its own
 //!    spawned task, counted by a [`TaskTracker`].
+//!    Beside the accept loop, with `--data-dir`, runs the publisher: it
+//!    takes the history writer's commit reports and publishes what they
+//!    cover (see `crate::disk_log` and `Registry::publish`).
 //! 3. [`ServerHandle::shutdown`] (also what SIGINT/SIGTERM call) sets the
-//!    [`Shutdown`] signal. The accept loop stops and drops the listener;
-//!    every connection task sees the signal, queues its `shutdown` event
-//!    behind whatever it still has to deliver, closes with 1001 and ends.
-//! 4. `run` waits — at most the grace period — until the tracker counts no
-//!    task, then returns. Nothing is cut off while it still has a chance to
-//!    finish, and nothing can keep the process alive past the grace.
+//!    [`Shutdown`] signal. The accept loop stops and drops the listener.
+//! 4. The log is flushed: every message already said is committed and
+//!    published (at once in memory). Only then is `closing` set: every
+//!    connection task sees it, queues its `shutdown` event behind whatever
+//!    it still has to deliver, closes with 1001 and ends.
+//! 5. `run` waits — at most the grace period, flush included — until the
+//!    tracker counts no task, closes the log, and returns. Nothing is cut
+//!    off while it still has a chance to finish, and nothing can keep the
+//!    process alive past the grace.
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -28,13 +34,16 @@ use natter_runtime::{TcpListener, sleep, spawn, timeout};
 use crate::cap::{ConnectionCap, Slot};
 use crate::config::Config;
 use crate::connection;
+use crate::disk_log::DiskLog;
 use crate::handshake::HttpRefusal;
 use crate::log_limit::{LogLimit, Note};
 use crate::origin::OriginPolicy;
 use crate::per_ip::{IpSlot, PerIpCap};
 use crate::registry::{Registry, RegistryConfig, RegistryCounts};
+use crate::room_log::{Commit, MemoryLog, RoomLog, StoredRoom};
 use crate::shutdown::Shutdown;
 use crate::state::ServerState;
+use crate::store::StoreError;
 use crate::tasks::{TaskToken, TaskTracker};
 use crate::writer::FRAGMENT;
 
@@ -61,6 +70,13 @@ pub enum ServerError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The history store (`--data-dir`) could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Messages could not be made durable while serving; the server shut
+    /// down rather than answer `say`s it could not keep.
+    #[error("{0}; stopped serving")]
+    HistoryWrite(String),
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -68,6 +84,9 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     state: Arc<ServerState>,
+    /// The history writer's commit reports (`--data-dir` only), for the
+    /// publisher that `run` drives.
+    commits: Option<async_channel::Receiver<Commit>>,
 }
 
 /// Controls a running server from outside: shut it down, read its counters.
@@ -106,14 +125,20 @@ impl Server {
             addr: config.listen.clone(),
             source,
         })?;
+        let (log, commits, stored) = open_log(&config).await?;
         let state = ServerState {
             limits: config.limits(),
-            registry: Registry::new(RegistryConfig {
-                history: config.history,
-                max_rooms: config.max_rooms,
-                max_rooms_per_connection: config.max_rooms_per_connection,
-            }),
+            registry: Registry::new(
+                RegistryConfig {
+                    history: config.history,
+                    max_rooms: config.max_rooms,
+                    max_rooms_per_connection: config.max_rooms_per_connection,
+                },
+                log,
+                stored,
+            ),
             shutdown: Shutdown::new(),
+            closing: Shutdown::new(),
             cap: ConnectionCap::new(config.max_connections),
             refusing: ConnectionCap::new(MAX_REFUSING),
             per_ip: PerIpCap::new(config.max_connections_per_ip),
@@ -129,6 +154,7 @@ impl Server {
             listener,
             local_addr,
             state: Arc::new(state),
+            commits,
         })
     }
 
@@ -146,26 +172,110 @@ impl Server {
     }
 
     /// Serves until shutdown is requested and every connection has finished
-    /// (or the grace period ran out). Returns how many tasks were cut off.
-    pub async fn run(self) -> usize {
+    /// (or the grace period ran out). Returns how many tasks were cut off,
+    /// or why serving had to stop (the history store failed).
+    pub async fn run(self) -> Result<usize, ServerError> {
         let Server {
-            listener, state, ..
+            listener,
+            state,
+            commits,
+            ..
         } = self;
-        accept_loop(&listener, &state).await;
-        drop(listener);
-        let live = state.tasks.live();
-        if live > 0 {
-            log::info!("shutting down: waiting for {live} connection(s) to finish");
+        let serving = async {
+            accept_loop(&listener, &state).await;
+            drop(listener);
+            let cut_off = wind_down(&state).await;
+            state.registry.close_log().await;
+            cut_off
+        };
+        // The publisher ends when the writer thread does, which closing the
+        // log brings about: both halves finish.
+        let (cut_off, failed) = futures::join!(serving, publish(&state, commits));
+        match failed {
+            Some(e) => Err(ServerError::HistoryWrite(e)),
+            None => Ok(cut_off),
         }
-        let grace = state.config.shutdown_grace();
-        if timeout(grace, state.tasks.wait_idle()).await.is_none() {
-            let left = state.tasks.live();
-            log::warn!("shutdown grace period ({grace:?}) over; {left} connection(s) cut off");
-            return left;
-        }
-        log::info!("shutdown complete");
-        0
     }
+}
+
+/// Opens where history lives: the store in `--data-dir` (on the blocking
+/// pool: it reads and checks the whole file), or memory.
+async fn open_log(
+    config: &Config,
+) -> Result<
+    (
+        Box<dyn RoomLog>,
+        Option<async_channel::Receiver<Commit>>,
+        Vec<StoredRoom>,
+    ),
+    ServerError,
+> {
+    let Some(dir) = config.data_dir.clone() else {
+        return Ok((Box::new(MemoryLog), None, Vec::new()));
+    };
+    let (history, max_rooms) = (config.history, config.max_rooms);
+    let opened = natter_runtime::spawn_blocking(move || {
+        let opened = DiskLog::open(&dir, history, max_rooms);
+        (dir, opened)
+    })
+    .await;
+    let (dir, opened) = opened;
+    let opened = opened?;
+    let messages: usize = opened.rooms.iter().map(|r| r.history.len()).sum();
+    log::info!(
+        "history in {}: {} room(s), {messages} message(s) kept",
+        dir.display(),
+        opened.rooms.len()
+    );
+    Ok((Box::new(opened.log), Some(opened.commits), opened.rooms))
+}
+
+/// The publisher: publishes each commit the history writer reports, in
+/// order. A failed commit is logged once and stops the server (the
+/// requests it covers are answered `internal`). Returns that failure, once
+/// the writer has gone.
+async fn publish(
+    state: &ServerState,
+    commits: Option<async_channel::Receiver<Commit>>,
+) -> Option<String> {
+    let commits = commits?;
+    let mut failed = None;
+    while let Ok(commit) = commits.recv().await {
+        if let (Err(e), None) = (&commit.result, &failed) {
+            log::error!("{e}: shutting down");
+            failed = Some(e.to_string());
+            state.shutdown.trigger();
+        }
+        state.registry.publish(&commit).await;
+    }
+    failed
+}
+
+/// After the accept loop: commit and publish what was said, then tell the
+/// connections to close, and wait for them — all within the grace period.
+/// Returns how many connection tasks were cut off.
+async fn wind_down(state: &ServerState) -> usize {
+    let grace = state.config.shutdown_grace();
+    let started = Instant::now();
+    if timeout(grace, state.registry.flush()).await.is_none() {
+        log::warn!("shutdown grace period ({grace:?}) over before history was committed");
+    }
+    state.closing.trigger();
+    let live = state.tasks.live();
+    if live > 0 {
+        log::info!("shutting down: waiting for {live} connection(s) to finish");
+    }
+    let left_of_grace = grace.saturating_sub(started.elapsed());
+    if timeout(left_of_grace, state.tasks.wait_idle())
+        .await
+        .is_none()
+    {
+        let left = state.tasks.live();
+        log::warn!("shutdown grace period ({grace:?}) over; {left} connection(s) cut off");
+        return left;
+    }
+    log::info!("shutdown complete");
+    0
 }
 
 impl ServerHandle {

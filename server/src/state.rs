@@ -23,8 +23,12 @@ pub(crate) struct ServerState {
     pub(crate) limits: Limits,
     /// Who is connected and in which rooms: the shared state.
     pub(crate) registry: Registry,
-    /// Set once to make every task wind down.
+    /// Set once to stop taking connections: the accept loop ends and
+    /// handshakes in progress are refused.
     pub(crate) shutdown: Shutdown,
+    /// Set once what was said before `shutdown` is committed: every
+    /// connection queues its `shutdown` event and closes.
+    pub(crate) closing: Shutdown,
     /// `--max-connections`: one slot per socket from accept to close.
     pub(crate) cap: ConnectionCap,
     /// Slots for sockets being answered 503 when `cap` is full, so a flood

@@ -49,7 +49,7 @@ pub struct TestServer {
 pub async fn start(config: Config) -> TestServer {
     let server = Server::bind(config).await.expect("server binds");
     let handle = server.handle();
-    let run = natter_runtime::spawn(server.run());
+    let run = natter_runtime::spawn(async move { server.run().await.expect("server runs") });
     TestServer {
         handle,
         run: Some(run),
