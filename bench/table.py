@@ -36,6 +36,8 @@ def fmt(v, unit="", digits=1):
 def fanout_row(name, runs):
     r = [x["results"] for x in runs]
     lat = [x.get("latency") or {} for x in r]
+    # Older reports have no ok round trip or says/s: "–".
+    ok = [x.get("ok_latency") or {} for x in r]
     offered = med([x["target_send_rate_per_s"] * x["subscribers"] / max(x["rooms"], 1) for x in r])
     return (
         f"| {name} | {len(runs)} | {fmt(offered, '/s', 0)} | "
@@ -45,6 +47,9 @@ def fanout_row(name, runs):
         f"{fmt(med([l.get('p50_ms') for l in lat]), ' ms', 2)} | "
         f"{fmt(med([l.get('p99_ms') for l in lat]), ' ms', 2)} | "
         f"{fmt(med([l.get('max_ms') for l in lat]), ' ms', 1)} | "
+        f"{fmt(med([x.get('says_per_s') for x in r]), '/s', 0)} | "
+        f"{fmt(med([o.get('p50_ms') for o in ok]), ' ms', 2)} | "
+        f"{fmt(med([o.get('p99_ms') for o in ok]), ' ms', 2)} | "
         f"{fmt(med([x.get('server_cpu_us_per_delivery') for x in r]), ' µs', 2)} | "
         f"{fmt(med([y['cpu'].get('server_cores') for y in runs]), '', 2)} / "
         f"{fmt(med([y['cpu'].get('tester_cores') for y in runs]), '', 2)} | "
@@ -56,8 +61,8 @@ def main():
     folder, scenarios = sys.argv[1], sys.argv[2:]
     fanouts = [s for s in scenarios if s.startswith("fanout") or s == "rooms"]
     if fanouts:
-        print("| scenario | runs | offered deliveries | delivered | of expected | lost | p50 | p99 | max | server CPU / delivery | cores server / tester | outcome |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| scenario | runs | offered deliveries | delivered | of expected | lost | p50 | p99 | max | says acked | ok p50 | ok p99 | server CPU / delivery | cores server / tester | outcome |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for s in fanouts:
             runs = load(folder, s)
             if runs:

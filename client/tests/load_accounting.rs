@@ -495,7 +495,31 @@ fn fanout_against(fault: Fault) -> (FakeServer, Run) {
     assert_eq!(run.n("replies_ok"), said, "{run}");
     assert_eq!(run.n("missing_replies"), 0, "{run}");
     assert_eq!(run.n("expected_deliveries"), said * SUBS, "{run}");
+    assert_ok_round_trip(&run, said, DURATION);
     (server, run)
+}
+
+/// Asserts the says/s and ok round trip of a run in which `said` says of
+/// the measured window (of `secs` seconds) were all acknowledged: one
+/// round trip per ok, percentiles in order, none negative or absurd.
+fn assert_ok_round_trip(run: &Run, said: u64, secs: u64) {
+    assert_eq!(run.n("says_acked"), said, "{run}");
+    let per_s = run.report["results"]["says_per_s"].as_f64();
+    assert_eq!(per_s, Some(said as f64 / secs as f64), "{run}");
+    let ok = &run.report["results"]["ok_latency"];
+    assert_eq!(ok["count"].as_u64(), Some(said), "ok_latency.count; {run}");
+    let ms = |field: &str| {
+        ok[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("ok_latency.{field} is not a number; {run}"))
+    };
+    let (min, p50, p99, max) = (ms("min_ms"), ms("p50_ms"), ms("p99_ms"), ms("max_ms"));
+    assert!(
+        0.0 <= min && min <= p50 && p50 <= p99 && p99 <= max,
+        "{run}"
+    );
+    // Far below the tester's deadline: a round trip on loopback.
+    assert!(max < 10_000.0, "ok_latency.max_ms; {run}");
 }
 
 /// Asserts the tester judged the run as misbehaviour (exit 1) and listed
@@ -645,6 +669,7 @@ fn small_fanout_against_the_real_server_is_clean() {
     assert_eq!(run.n("replies_ok"), said, "{run}");
     assert_eq!(run.n("expected_deliveries"), said * subs, "{run}");
     assert_eq!(run.n("deliveries"), said * subs, "{run}");
+    assert_ok_round_trip(&run, said, DURATION);
     assert_eq!(
         run.report["results"]["connections"]["connected"],
         subs + pubs,

@@ -1,11 +1,12 @@
 //! `natter load fanout`: publishers say, subscribers receive; throughput,
-//! latency, and the room-order guarantees checked on every delivery.
+//! delivery latency, the round trip of each say to its `ok`, and the
+//! room-order guarantees checked on every delivery.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -103,6 +104,10 @@ struct Pub {
     /// Highest sequence number that got a reply (replies come in order).
     highest_replied: AtomicU64,
     max_lag_us: AtomicU64,
+    /// Ok round trips (µs) of measured says not yet flushed into
+    /// [`Fanout::ok_latency`]; only this publisher's reply reader and the
+    /// final tally take the lock.
+    ok_latencies: Mutex<Vec<u64>>,
 }
 
 impl Default for Pub {
@@ -117,6 +122,7 @@ impl Default for Pub {
             rejected: AtomicU64::new(0),
             highest_replied: AtomicU64::new(0),
             max_lag_us: AtomicU64::new(0),
+            ok_latencies: Mutex::default(),
         }
     }
 }
@@ -143,6 +149,12 @@ struct Fanout {
     pubs: Vec<Pub>,
     rooms: Vec<Room>,
     latency: SharedHist,
+    /// Round trip of a measured `say` to its `ok`, from the time the say
+    /// was due on its publisher's schedule (see [`Fanout::drain_replies`]).
+    ok_latency: SharedHist,
+    /// When the publishers' schedules start (`t0`): set once, before any
+    /// publisher sends, so every reply reader can compute due times.
+    schedule_start: OnceLock<Instant>,
     /// First deliveries to subscribers, warm-up included.
     delivered: AtomicU64,
     /// Set when the drain ended with deliveries missing and none arrived
@@ -231,6 +243,16 @@ fn params(a: &FanoutArgs) -> Result<Params, ExitCode> {
     })
 }
 
+/// When say number `n` (from 1) of publisher `j` of `pubs`, each saying
+/// `rate` per second, is due, in seconds after the schedule start:
+/// publishers are staggered over one interval so sends spread evenly, then
+/// each says every `1 / rate` seconds. `publish` paces by it and the reply
+/// reader times each `ok` from it.
+fn due_at(rate: f64, pubs: usize, j: usize, n: u64) -> f64 {
+    let offset = j as f64 / (pubs as f64 * rate);
+    offset + n.saturating_sub(1) as f64 / rate
+}
+
 /// How many of `pubs` publishers land in room `k` of `rooms`.
 fn pubs_in_room(pubs: usize, rooms: usize, k: usize) -> usize {
     (pubs + rooms - 1 - k) / rooms
@@ -266,6 +288,8 @@ impl Fanout {
             closes: CloseLog::default(),
             subs,
             latency: SharedHist::default(),
+            ok_latency: SharedHist::default(),
+            schedule_start: OnceLock::new(),
             delivered: AtomicU64::new(0),
             stalled: AtomicBool::new(false),
             reply_errors: Mutex::default(),
@@ -273,6 +297,12 @@ impl Fanout {
             alive: Arc::default(),
             window: Mutex::default(),
         }
+    }
+
+    /// When publisher `j`'s say number `n` (from 1) is due, in seconds
+    /// after the schedule start ([`due_at`]).
+    fn due_at(&self, j: usize, n: u64) -> f64 {
+        due_at(self.p.rate, self.p.pubs, j, n)
     }
 
     fn sent(&self) -> u64 {
@@ -387,8 +417,17 @@ impl Fanout {
         self.closes.ended(receiver.close_info());
     }
 
-    /// A publisher's reader: counts `ok` replies, notes errors, skips the
-    /// room's messages.
+    /// A publisher's reader: counts `ok` replies, times them, notes errors,
+    /// skips the room's messages.
+    ///
+    /// The ok round trip of say number `n` is measured from the time that
+    /// say was *due* on the publisher's fixed schedule ([`Fanout::due_at`],
+    /// the formula `publish` paces by), not from when it was actually sent.
+    /// A publisher held up by the server's backpressure sends late, and
+    /// timing from the actual send would leave that wait out of exactly the
+    /// samples that waited longest (coordinated omission); from the due
+    /// time, it is in the round trip. Only says of the measured window
+    /// count, like the delivery latency.
     async fn drain_replies(
         self: Arc<Self>,
         j: usize,
@@ -405,6 +444,7 @@ impl Fanout {
                 }
                 _ => continue,
             }
+            let now = Instant::now();
             let me = &self.pubs[j];
             // The publisher sequence number a reply answers.
             let first_id = me.first_id.load(Ordering::Relaxed);
@@ -424,6 +464,7 @@ impl Fanout {
                     room.acked.fetch_add(1, Ordering::Relaxed);
                     if n >= me.first_measured.load(Ordering::Relaxed) {
                         room.acked_measured.fetch_add(1, Ordering::Relaxed);
+                        self.record_ok(j, n, now);
                     }
                 }
                 Ok(ServerMessage::Error(e)) => {
@@ -440,21 +481,34 @@ impl Fanout {
         self.closes.ended(receiver.close_info());
     }
 
+    /// Records the round trip of publisher `j`'s say `n`, answered at `now`.
+    fn record_ok(&self, j: usize, n: u64, now: Instant) {
+        // Always set before publishers send; never otherwise.
+        let Some(&t0) = self.schedule_start.get() else {
+            return;
+        };
+        let due = t0 + Duration::from_secs_f64(self.due_at(j, n));
+        let micros = now.saturating_duration_since(due).as_micros();
+        let mut pending = lock(&self.pubs[j].ok_latencies);
+        pending.push(u64::try_from(micros).unwrap_or(u64::MAX));
+        if pending.len() >= LOCAL_BATCH {
+            self.ok_latency.flush(&mut pending);
+        }
+    }
+
     /// Publisher `j` says its messages on schedule from `t0`.
     async fn publish(self: Arc<Self>, j: usize, mut sender: LeanSender, t0: Instant) -> LeanSender {
         let k = j % self.p.rooms;
         let room = &self.room_names[k];
         let run = &self.ctx.run_id;
         let me = &self.pubs[j];
-        let rate = self.p.rate;
-        // Publishers are staggered over one interval so sends spread evenly.
-        let offset = j as f64 / (self.p.pubs as f64 * rate);
         let warm_end = self.p.warmup.as_secs_f64();
         let end = warm_end + self.p.duration.as_secs_f64();
         let pad = self.p.size;
         let mut n: u64 = 0;
         while !self.ctx.stopped() {
-            let at = offset + n as f64 / rate;
+            // `n` says so far: the next one is number n + 1.
+            let at = self.due_at(j, n + 1);
             if at >= end {
                 break;
             }
@@ -530,6 +584,8 @@ async fn scenario(f: Arc<Fanout>) {
     }
 
     let t0 = Instant::now() + Duration::from_millis(100);
+    // Before any publisher starts, so every `ok` finds it set.
+    let _ = f.schedule_start.set(t0);
     let warm_end = t0 + f.p.warmup;
     let end = warm_end + f.p.duration;
     let publishers: Vec<_> = joined_pubs
@@ -643,6 +699,10 @@ pub struct FanoutResults {
     /// Most a publisher's send lagged behind its schedule.
     pub max_publisher_lag_ms: f64,
     pub replies_ok: u64,
+    /// Says of the measured window that the server acknowledged with `ok`.
+    pub says_acked: u64,
+    /// `says_acked` per second of the measured window.
+    pub says_per_s: f64,
     pub missing_replies: u64,
     pub reply_errors: BTreeMap<String, u64>,
     /// Messages sent in the measured window and acknowledged with `ok`,
@@ -669,6 +729,10 @@ pub struct FanoutResults {
     pub foreign_messages: u64,
     /// Send (unix time in the text) to receipt, measured window only.
     pub latency: Option<Percentiles>,
+    /// Say to its `ok` reply, measured window only: from the time the say
+    /// was due on its publisher's schedule (so a publisher held back by
+    /// backpressure does not hide the wait), to the reply's receipt.
+    pub ok_latency: Option<Percentiles>,
     /// Closes by the server (or lost connections) before the tester closed.
     pub close_codes_seen: Vec<CloseCount>,
     pub server_cpu_us_per_delivery: Option<f64>,
@@ -746,6 +810,9 @@ impl Fanout {
             seq_dups += sub.room_seq.duplicates;
             seq_late += sub.room_seq.late;
         }
+        for publisher in &self.pubs {
+            self.ok_latency.flush(&mut lock(&publisher.ok_latencies));
+        }
         let sent_total = self.sent();
         let sent: u64 = self
             .pubs
@@ -754,6 +821,11 @@ impl Fanout {
             .sum();
         let oks = self.oks();
         let rejected = self.rejected();
+        let says_acked: u64 = self
+            .rooms
+            .iter()
+            .map(|r| r.acked_measured.load(Ordering::Relaxed))
+            .sum();
         let expected: u64 = self
             .rooms
             .iter()
@@ -798,6 +870,8 @@ impl Fanout {
             target_send_rate_per_s: pubs_joined as f64 * p.rate,
             max_publisher_lag_ms: max_lag_ms,
             replies_ok: oks,
+            says_acked,
+            says_per_s: says_acked as f64 / secs,
             missing_replies: sent_total.saturating_sub(oks + rejected),
             reply_errors: lock(&self.reply_errors).clone(),
             expected_deliveries: expected,
@@ -812,6 +886,7 @@ impl Fanout {
             seq_reordered: seq_late,
             foreign_messages: foreign,
             latency: self.latency.summary(),
+            ok_latency: self.ok_latency.summary(),
             close_codes_seen: self.closes.summary(),
             server_cpu_us_per_delivery: server_us,
             server_cpu_s_per_million_deliveries: server_us,
@@ -987,6 +1062,10 @@ impl Summary for FanoutResults {
                 self.missing_replies
             ),
         );
+        out.kv(
+            "says acked (measured)",
+            format!("{} ({:.1}/s)", count(self.says_acked), self.says_per_s),
+        );
         out.kv("expected deliveries", count(self.expected_deliveries));
         out.kv(
             "deliveries",
@@ -1015,6 +1094,10 @@ impl Summary for FanoutResults {
             Some(l) => out.kv("latency", l.line()),
             None => out.kv("latency", "no deliveries measured"),
         }
+        match &self.ok_latency {
+            Some(l) => out.kv("ok round trip", l.line()),
+            None => out.kv("ok round trip", "no oks measured"),
+        }
         out.kv("max publisher lag", ms(self.max_publisher_lag_ms));
         out.kv(
             "close codes seen",
@@ -1031,6 +1114,9 @@ impl Summary for FanoutResults {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
+    use super::super::stats::Hist;
     use super::*;
 
     #[test]
@@ -1075,6 +1161,8 @@ mod tests {
                 target_send_rate_per_s: 40.0,
                 max_publisher_lag_ms: 0.0,
                 replies_ok: 40,
+                says_acked: 40,
+                says_per_s: 40.0,
                 missing_replies: 0,
                 reply_errors: BTreeMap::new(),
                 expected_deliveries: 120,
@@ -1089,6 +1177,7 @@ mod tests {
                 seq_reordered: 0,
                 foreign_messages: 0,
                 latency: None,
+                ok_latency: None,
                 close_codes_seen: vec![],
                 server_cpu_us_per_delivery: None,
                 server_cpu_s_per_million_deliveries: None,
@@ -1224,6 +1313,58 @@ mod tests {
             ]
         );
         assert!(f.warnings.is_empty());
+    }
+
+    /// The schedule both the publishers and the ok timing use: staggered
+    /// by one interval over the publishers, then every 1 / rate.
+    #[test]
+    fn say_schedule() {
+        // 4 publishers at 10/s: each says every 100 ms, 25 ms apart.
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(close(due_at(10.0, 4, 0, 1), 0.0));
+        assert!(close(due_at(10.0, 4, 1, 1), 0.025));
+        assert!(close(due_at(10.0, 4, 3, 1), 0.075));
+        assert!(close(due_at(10.0, 4, 0, 2), 0.1));
+        assert!(close(due_at(10.0, 4, 2, 11), 0.05 + 1.0));
+    }
+
+    /// The report's JSON carries says per second and the ok round trip,
+    /// named like the delivery latency (an object of percentiles, or null
+    /// when nothing was measured).
+    #[test]
+    fn report_json_has_the_ok_round_trip() {
+        let mut t = quiet();
+        let mut h = Hist::new();
+        for micros in [800, 1200, 1500, 9000] {
+            h.record(micros);
+        }
+        t.results.ok_latency = h.summary();
+        let json = serde_json::to_value(&t.results).unwrap();
+        assert_eq!(json["says_acked"], 40);
+        assert_eq!(json["says_per_s"], 40.0);
+        let ok = &json["ok_latency"];
+        assert_eq!(ok["count"], 4);
+        for field in [
+            "min_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms",
+        ] {
+            assert!(ok[field].as_f64().is_some(), "ok_latency.{field}: {json}");
+        }
+        assert!(ok["p50_ms"].as_f64() <= ok["p99_ms"].as_f64(), "{json}");
+        assert!(
+            (ok["max_ms"].as_f64().unwrap() - 9.0).abs() < 0.01,
+            "{json}"
+        );
+        // Same shape as the delivery latency: null when nothing measured.
+        assert_eq!(
+            serde_json::to_value(&quiet().results).unwrap()["ok_latency"],
+            Value::Null
+        );
+        let mut lines = Lines::default();
+        t.results.human(&mut lines);
+        let text = lines.text();
+        assert!(text.contains("ok round trip"), "{text}");
+        let acked = text.lines().find(|l| l.contains("says acked (measured)"));
+        assert!(acked.is_some_and(|l| l.ends_with(" 40 (40.0/s)")), "{text}");
     }
 
     #[test]

@@ -45,8 +45,11 @@ enum Test {
     /// Each text carries the publisher, its sequence number and the send
     /// time, so every subscriber measures latency and checks, per
     /// publisher and by the room's seq, that nothing is lost, duplicated or
-    /// reordered. Reports deliveries per second, latency percentiles, loss,
-    /// and server CPU per delivery with --server-pid.
+    /// reordered. Each publisher also times the `ok` to every say, from the
+    /// moment the say was due on its schedule. Reports deliveries per
+    /// second and their latency percentiles, says acknowledged per second
+    /// and the ok round-trip percentiles, loss, and server CPU per delivery
+    /// with --server-pid.
     Fanout(fanout::FanoutArgs),
     /// Connection capacity: open C connections, hold them, count refusals.
     ///

@@ -109,6 +109,12 @@ impl Lines {
     pub fn kv(&mut self, key: &str, value: impl std::fmt::Display) {
         let _ = writeln!(self.0, "  {key:<26} {value}");
     }
+
+    /// The lines so far (for tests of a summary's wording).
+    #[cfg(test)]
+    pub fn text(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A subcommand's results: serializable, and printable for people.
