@@ -53,9 +53,9 @@
 //!   (the `blocking` primer).
 //! * `oneshot::Sender::send` is a plain `fn` too, so the thread resolves the
 //!   futures itself. (natter puts one step between: the thread reports each
-//!   commit over an unbounded `async_channel`, and an async task publishes
-//!   the messages under the registry lock, in order, before resolving the
-//!   `say`s. See CONCURRENCY.md §6 and §11.)
+//!   commit over an unbounded `async_channel`, and the publisher, on the
+//!   async side, shows the messages under the registry lock, in order,
+//!   before resolving the `say`s. See CONCURRENCY.md §6 and §11.)
 //! * Nobody hangs: a task that gave up has dropped its `Receiver`, so the
 //!   worker's `send` fails and is ignored; a request the worker drops
 //!   unanswered drops its `Sender`, so the task's `Receiver` resolves to
