@@ -21,12 +21,21 @@
 //!   `ping_filter`
 //! - requests to replies: `handler`; HTTP upgrade: `handshake`; why a
 //!   connection closes: `close_reason`; letting go of a socket: `closing`
+//! - where rooms and history are kept: `room_log`, the seam (the
+//!   `RoomLog` trait the registry hands each change to, under its lock;
+//!   `MemoryLog`, the default); with `--data-dir`, `disk_log` (the
+//!   `natter-history` writer thread and its group commit: one transaction,
+//!   one `fsync` per batch) over `store` (the redb file's tables, and
+//!   opening it: the lock, the check of every page, the trim to
+//!   `--history` and `--max-rooms`)
 //!
 //! The modules form no import circle: `server` → `connection` → `handler`
 //! → `registry` → `broadcast` → `outbox` → `backlog`, each only looking
 //! down; `state` sits beside `server` and `connection`, above the registry;
-//! `frame`, `conn_id`, `close_reason`, `origin`, `per_ip` and `log_limit`
-//! are leaves
+//! history goes `registry` (and `room`) → `room_log`, and `server` →
+//! `disk_log` → `store` → `room_log`: the registry never names the disk,
+//! only the server, which chooses the log, does; `frame`, `conn_id`,
+//! `close_reason`, `origin`, `per_ip` and `log_limit` are leaves
 //! (`python3 .ci/import_graph.py server/src` prints the graph).
 
 #![warn(missing_docs)]
