@@ -11,8 +11,12 @@
 # tester, same minutes, so a slow period of the host hits all of them
 # alike), and one table per label is printed.
 #
-# Scenarios: fanout-small fanout-large fanout-xl rooms conns conns-10k ramp (default:
-# all). Raw JSON of every run goes to bench/results/<timestamp>/.
+# Scenarios: fanout-small fanout-large fanout-xl rooms says conns conns-10k
+# ramp (default: all of these). Any fanout scenario with `+disk` appended
+# (e.g. says+disk, fanout-large+disk) runs the same load against a server
+# with durable history (--data-dir, a fresh directory per run under the
+# results folder, whose store size is recorded next to the run's JSON).
+# Raw JSON of every run goes to bench/results/<timestamp>/.
 # Everything runs on loopback, is bounded by natter load's own deadlines
 # plus `timeout`, and stops by itself.
 set -euo pipefail
@@ -21,7 +25,7 @@ cd "$(dirname "$0")/.."
 repeats=${1:-3}
 shift || true
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout-small fanout-large fanout-xl rooms conns conns-10k ramp)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout-small fanout-large fanout-xl rooms says conns conns-10k ramp)
 
 cargo build --release -q -p natter-server -p natter
 load_bin=target/release/natter
@@ -41,6 +45,9 @@ args_for() {
     # 100 rooms of 20 members (10 listening, 10 speaking at 2 msg/s: 20 msg/s
     # into each room; the speakers' own receipts are not counted).
     rooms)        echo "fanout --rooms 100 --subs 1000 --pubs 1000 --rate 2 --duration 10" ;;
+    # Says into one room: 50 speakers at 100 msg/s each (5 000 says/s) and
+    # 10 listeners; what a say costs, and its ok round trip.
+    says)         echo "fanout --subs 10 --pubs 50 --rate 100 --duration 10" ;;
     # As many idle connections as one process's descriptor limit allows.
     conns)        echo "conns --count 19000 --hold 5 --source-ips 2" ;;
     # The issue's connect-latency point: 10 000 connections.
@@ -55,17 +62,25 @@ args_for() {
 }
 
 for scenario in "${scenarios[@]}"; do
-  args=$(args_for "$scenario")
+  args=$(args_for "${scenario%+disk}")
   for i in $(seq "$repeats"); do
     for s in "${servers[@]}"; do
       label=${s%%=*} server_bin=${s#*=} dir=$out_dir/${s%%=*}
+      durable=()
+      if [ "$scenario" != "${scenario%+disk}" ]; then
+        durable=(--data-dir "$dir/data-$scenario-$i")
+      fi
       start_server "$dir/server-$scenario-$i" "$server_bin" --listen 127.0.0.1:0 --rate 0 \
-        --max-connections 19500 --queue 4096 --max-rooms 10000
-      echo "== $scenario run $i ($label): natter load $args" >&2
+        --max-connections 19500 --queue 4096 --max-rooms 10000 "${durable[@]}"
+      echo "== $scenario run $i ($label): natter load $args ${durable[*]}" >&2
       # shellcheck disable=SC2086
       timeout 600 "$load_bin" load $args "$url" --server-pid "$server_pid" --json --quiet \
         > "$dir/$scenario-$i.json" || true
       stop_server
+      if [ ${#durable[@]} -gt 0 ]; then
+        stat -c %s "${durable[1]}/natter.redb" > "$dir/$scenario-$i.store-bytes"
+        rm -rf "${durable[1]}"
+      fi
     done
   done
 done

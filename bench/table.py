@@ -8,7 +8,8 @@ from pathlib import Path
 
 def load(folder, scenario):
     runs = []
-    # "<scenario>-<run>.json" exactly: "conns" must not pick up "conns-10k".
+    # "<scenario>-<run>.json" exactly: "conns" must not pick up "conns-10k"
+    # (nor "says" pick up "says+disk").
     pattern = re.compile(re.escape(scenario) + r"-\d+\.json")
     for f in sorted(Path(folder).glob("*.json")):
         if not pattern.fullmatch(f.name):
@@ -59,7 +60,7 @@ def fanout_row(name, runs):
 
 def main():
     folder, scenarios = sys.argv[1], sys.argv[2:]
-    fanouts = [s for s in scenarios if s.startswith("fanout") or s == "rooms"]
+    fanouts = [s for s in scenarios if s.startswith("fanout") or s.split("+")[0] in ("rooms", "says")]
     if fanouts:
         print("| scenario | runs | offered deliveries | delivered | of expected | lost | p50 | p99 | max | says acked | ok p50 | ok p99 | server CPU / delivery | cores server / tester | outcome |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -67,6 +68,12 @@ def main():
             runs = load(folder, s)
             if runs:
                 print(fanout_row(s, runs))
+        print()
+        for s in fanouts:
+            sizes = [int(f.read_text()) for f in sorted(Path(folder).glob(f"{s}-*.store-bytes"))]
+            if sizes:
+                print(f"{s}: store file after the run (--data-dir/natter.redb): "
+                      f"median {fmt(med(sizes) / 1024, ' KiB', 0)} over {len(sizes)} runs")
         print()
     conns = [s for s in scenarios if s.startswith("conns")]
     if conns:

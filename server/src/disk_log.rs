@@ -78,9 +78,9 @@ impl DiskLog {
         let writer = std::thread::Builder::new()
             .name("natter-history".into())
             .spawn(move || write_loop(store, inbox, reports))
-            .map_err(|source| StoreError::Dir {
-                dir: dir.to_owned(),
-                source,
+            .map_err(|e| StoreError::Open {
+                file: dir.join(crate::store::FILE_NAME),
+                detail: format!("cannot start the writer thread: {e}"),
             })?;
         Ok(Opened {
             log: DiskLog {
@@ -176,9 +176,7 @@ fn write_loop(
             }
         };
         if let Err(e) = &result {
-            if failed.is_none() {
-                log::error!("{e}");
-            }
+            // Logged once, by the publisher, which also stops the server.
             failed = Some(e.clone());
         }
         log::trace!(

@@ -63,7 +63,7 @@ pub enum ServerError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The listening socket could not be opened.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The `--listen` address, as given.
         addr: String,

@@ -55,7 +55,7 @@ const MESSAGES: TableDefinition<(&str, u64), &str> = TableDefinition::new("messa
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The directory could not be created or is not a directory.
-    #[error("cannot use data directory {}: {source}", dir.display())]
+    #[error("cannot use data directory {}", dir.display())]
     Dir {
         /// `--data-dir`.
         dir: PathBuf,

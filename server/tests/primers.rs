@@ -422,3 +422,22 @@ fn invalid_scale_is_rejected() {
     assert!(!success, "a nonsense NATTER_PRIMER_SCALE was accepted");
     assert!(stderr.contains("NATTER_PRIMER_SCALE"), "stderr: {stderr}");
 }
+
+#[test]
+fn group_commit_answers_many_says_with_few_batches() {
+    let out = run("group_commit");
+    // "200 says answered by N batches in …": batching, not one fsync each.
+    let line = out.value_after("main: 200 says answered by ");
+    let batches: usize = line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no batch count in {line:?}:\n{}", out.dump()));
+    assert!(
+        batches < 100,
+        "{batches} batches for 200 says: the writer is not batching:\n{}",
+        out.dump()
+    );
+    out.find("ok from batch 1");
+    out.find("resolves to Err(\"internal\")");
+}
