@@ -30,6 +30,9 @@ cargo test --workspace "$@" || failed+=("async-std")
 echo "== cargo test --workspace --no-default-features --features smol  (runtime: smol)"
 cargo test --workspace --no-default-features --features smol "$@" || failed+=("smol")
 
+echo "== browser tests: the page at GET / in headless Chromium (tests/browser/run.sh)"
+bash tests/browser/run.sh || failed+=("browser")
+
 if ((${#failed[@]})); then
     echo "== tests FAILED under: ${failed[*]}" >&2
     exit 1
