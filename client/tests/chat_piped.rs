@@ -5,9 +5,10 @@
 //! without escape codes, exit 0 at end of input, exit 2 when the
 //! connection drops (no reconnecting behind a script's back).
 //!
-//! The server has no TLS yet, so the wss tests put a TLS-terminating proxy
-//! (futures-rustls, with a throw-away CA and certificate from rcgen) in
-//! front of the real in-process server, and run the client with `--ca`.
+//! The wss tests run the real in-process server with its own TLS
+//! (`--tls-cert`/`--tls-key`, a throw-away CA and certificate from rcgen)
+//! and the client with `--ca`; they also check that the same port answers
+//! its pages over https and refuses plain ws.
 //!
 //! Each child is bounded by [`WAIT`] (killed past it) and every wait here
 //! is bounded too.
@@ -15,16 +16,13 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::AsyncReadExt;
-use futures::future::{Either, select};
-use futures_rustls::TlsAcceptor;
-use futures_rustls::rustls::ServerConfig;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use futures_rustls::TlsConnector;
 use natter_server::{Config, Server, ServerHandle};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::ServerName;
 
 /// Longest a `natter chat` child may run.
 const WAIT: Duration = Duration::from_secs(30);
@@ -35,10 +33,13 @@ struct Running {
 }
 
 fn start_server() -> Running {
-    let config = Config {
+    start_server_with(Config {
         rate: 0,
         ..Config::local()
-    };
+    })
+}
+
+fn start_server_with(config: Config) -> Running {
     let server = natter_runtime::block_on(Server::bind(config)).expect("the server binds");
     let handle = server.handle();
     let task = natter_runtime::spawn(async move { server.run().await.expect("server runs") });
@@ -157,14 +158,14 @@ fn piped_chat_exits_2_when_the_server_goes_away_instead_of_reconnecting() {
 }
 
 // ---------------------------------------------------------------------------
-// wss:// through a TLS-terminating proxy
+// wss:// to the server's own TLS
 // ---------------------------------------------------------------------------
 
-/// A CA, and a certificate for 127.0.0.1 that it signed.
+/// A CA, and a certificate for 127.0.0.1 that it signed, as PEM.
 struct Pki {
     ca_pem: String,
-    cert: CertificateDer<'static>,
-    key: Vec<u8>,
+    cert_pem: String,
+    key_pem: String,
 }
 
 fn make_pki() -> Pki {
@@ -179,8 +180,8 @@ fn make_pki() -> Pki {
         .expect("the server certificate");
     Pki {
         ca_pem: ca.pem(),
-        cert: cert.der().clone(),
-        key: key.serialize_der(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
     }
 }
 
@@ -193,54 +194,41 @@ fn temp_file(name: &str, contents: &str) -> PathBuf {
     path
 }
 
-/// Listens on 127.0.0.1 (a free port), speaks TLS with `pki`'s
-/// certificate, and forwards the plain bytes to `backend`. Returns the
-/// proxy's `wss://` URL.
-fn start_tls_proxy(pki: &Pki, backend: std::net::SocketAddr) -> String {
-    #[allow(deprecated)] // ring, as in the client: no C toolchain
-    let provider = Arc::new(futures_rustls::rustls::crypto::ring::default_provider());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.key.clone()));
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![pki.cert.clone()], key)
-        .expect("the proxy's certificate");
-    let acceptor = TlsAcceptor::from(Arc::new(config));
-    let listener = natter_runtime::bind("127.0.0.1:0", 16).expect("the proxy binds");
-    let addr = listener.local_addr().expect("the proxy's address");
-    natter_runtime::spawn(async move {
-        // Bounded: the tests make a handful of connections.
-        for _ in 0..16 {
-            let Ok((socket, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            natter_runtime::spawn(async move {
-                let Ok(tls) = acceptor.accept(socket).await else {
-                    return; // a client that refused our certificate
-                };
-                let Ok(plain) = natter_runtime::connect(backend).await else {
-                    return;
-                };
-                let (tls_in, mut tls_out) = tls.split();
-                let (plain_in, mut plain_out) = plain.split();
-                let up = futures::io::copy(tls_in, &mut plain_out);
-                let down = futures::io::copy(plain_in, &mut tls_out);
-                let _ = match select(Box::pin(up), Box::pin(down)).await {
-                    Either::Left((r, _)) | Either::Right((r, _)) => r,
-                };
-            });
-        }
-    });
-    format!("wss://{addr}/ws")
+/// The in-process server with TLS on, using `pki`'s certificate.
+fn start_tls_server(pki: &Pki) -> Running {
+    start_server_with(Config {
+        rate: 0,
+        tls_cert: Some(temp_file("server.pem", &pki.cert_pem)),
+        tls_key: Some(temp_file("server.key", &pki.key_pem)),
+        ..Config::local()
+    })
+}
+
+/// `GET path` over https, trusting `ca_pem`; returns the whole answer.
+fn https_get(addr: std::net::SocketAddr, path: &str, ca: &std::path::Path) -> String {
+    let config = natter::tls::client_config(Some(ca)).expect("a client TLS config");
+    natter_runtime::block_on(natter_runtime::timeout(WAIT, async {
+        let tcp = natter_runtime::connect(addr).await.expect("TCP connect");
+        let name = ServerName::try_from("127.0.0.1").expect("a server name");
+        let mut tls = TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake with the server");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        tls.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }))
+    .expect("an https answer in time")
 }
 
 #[test]
 fn wss_with_the_right_ca_chats_and_with_a_wrong_one_fails_clearly() {
-    let server = start_server();
     let pki = make_pki();
-    let url = start_tls_proxy(&pki, server.handle.local_addr());
+    let server = start_tls_server(&pki);
+    let url = server.handle.url();
+    assert!(url.starts_with("wss://"), "{url}");
     let ca = temp_file("ca.pem", &pki.ca_pem);
     let ca = ca.to_str().expect("a UTF-8 temp path");
 
@@ -265,5 +253,40 @@ fn wss_with_the_right_ca_chats_and_with_a_wrong_one_fails_clearly() {
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(run.stderr.contains("--ca"), "{run:?}");
     assert!(run.stderr.contains("no CERTIFICATE"), "{run:?}");
+    server.stop();
+}
+
+#[test]
+fn a_tls_port_serves_its_pages_over_https_and_refuses_plain_websockets() {
+    let pki = make_pki();
+    let server = start_tls_server(&pki);
+    let addr = server.handle.local_addr();
+    let ca = temp_file("page-ca.pem", &pki.ca_pem);
+
+    let health = https_get(addr, "/healthz", &ca);
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.ends_with("ok\n"), "{health}");
+    let page = https_get(addr, "/", &ca);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page:.200}");
+    assert!(page.contains("text/html"), "{page:.200}");
+
+    // Plain HTTP (a ws:// upgrade) to the TLS port: no answer in plain
+    // text, least of all a 101; the socket is closed.
+    let plain = natter_runtime::block_on(natter_runtime::timeout(WAIT, async {
+        let mut tcp = natter_runtime::connect(addr).await.expect("TCP connect");
+        let upgrade = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+                       Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                       Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        let _ = tcp.write_all(upgrade.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer).await;
+        answer
+    }))
+    .expect("the server closes a plain connection to its TLS port");
+    assert!(
+        !String::from_utf8_lossy(&plain).contains("101"),
+        "a plain upgrade was accepted: {}",
+        String::from_utf8_lossy(&plain)
+    );
     server.stop();
 }

@@ -93,6 +93,26 @@ pub struct Config {
     #[arg(long, env = "NATTER_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<std::path::PathBuf>,
 
+    /// Serve TLS on the port with this certificate chain (PEM; the server's
+    /// certificate first): the chat endpoint is then wss://HOST:PORT/ws and
+    /// the pages are https://. Needs --tls-key.
+    #[arg(
+        long,
+        env = "NATTER_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "NATTER_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// Threads that run the connection tasks. One is the fastest setting
     /// for broadcast-heavy rooms on a small machine: a broadcast runs to
     /// completion before the writers drain their queues, so each socket
@@ -195,6 +215,9 @@ impl Config {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(format!("{name} must be a number of seconds >= 0"));
             }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("--tls-cert and --tls-key go together".into());
         }
         if self.ping_interval <= 0.0 || self.idle_timeout <= 0.0 {
             return Err("--ping-interval and --idle-timeout must be above 0".into());

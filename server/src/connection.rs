@@ -28,6 +28,7 @@ use async_tungstenite::{WebSocketSender, WebSocketStream};
 use futures::future::{Either, select};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use futures_rustls::TlsAcceptor;
 use natter_protocol::{PROTOCOL_VERSION, ServerMessage, Welcome};
 use natter_runtime::{TcpStream, timeout};
 
@@ -37,12 +38,14 @@ use crate::closing::linger;
 use crate::conn_id::ConnId;
 use crate::frame::encode;
 use crate::handler::{self, Handler};
-use crate::handshake::{self, HttpRefusal};
+use crate::handshake::{self, Head, HttpRefusal};
 use crate::log_limit::{Note, truncate};
 use crate::outbox::{Outbox, Side};
+use crate::pages;
 use crate::ping_filter::{PingFilter, PingLog, Wire};
 use crate::rate::{FloodMeter, TokenBucket};
 use crate::state::ServerState;
+use crate::stream::Stream;
 
 /// The `server` field of `welcome`.
 const SERVER_NAME: &str = concat!("natter ", env!("CARGO_PKG_VERSION"));
@@ -51,6 +54,10 @@ const SERVER_NAME: &str = concat!("natter ", env!("CARGO_PKG_VERSION"));
 /// keeps its socket full (pings cost almost nothing to send) must not keep
 /// the executor from everyone else; reads of buffered bytes never wait.
 const YIELD_EVERY: u32 = 8;
+
+/// How long a request that arrives as shutdown begins may still take to
+/// arrive in full (then it is answered: a page, or 503 for an upgrade).
+const LAST_REQUEST_WAIT: Duration = Duration::from_secs(2);
 
 /// How long the writer may take to deliver what is left and close, once
 /// the reader has stopped (shutdown has its own, server-wide grace period).
@@ -64,7 +71,13 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// they run.
 pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, id: ConnId, state: Arc<ServerState>) {
     let raw = stream.clone();
-    let Some((ws, pings, nick)) = Box::pin(open(stream, peer, id, &state)).await else {
+    let limit = state.config.handshake_timeout();
+    let Some(stream) = Box::pin(secure(stream, state.tls.as_ref(), limit)).await else {
+        log::debug!("connection {id} from {peer}: no TLS handshake");
+        state.metrics.refused("tls");
+        return;
+    };
+    let Some((ws, pings, nick)) = Box::pin(open(stream, &raw, peer, id, &state)).await else {
         return;
     };
     // Split here rather than in `serve`: an argument stays part of the
@@ -74,11 +87,12 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, id: ConnId, state: 
     Box::pin(linger(raw)).await;
 }
 
-/// The HTTP handshake: reads the upgrade request, answers it (101, or an
-/// HTTP error and the socket is let go), and hands back the WebSocket with
-/// the nick the client asked for.
+/// The HTTP handshake: reads the request and answers it — a page of the
+/// server's own (and the socket is let go), an HTTP error (the same), or a
+/// 101, which hands back the WebSocket with the nick the client asked for.
 async fn open(
-    mut stream: TcpStream,
+    mut stream: Stream,
+    raw: &TcpStream,
     peer: SocketAddr,
     id: ConnId,
     state: &ServerState,
@@ -88,7 +102,13 @@ async fn open(
             state.config.handshake_timeout(),
             handshake::read_request(&mut stream)
         ));
-        let stop = pin!(state.shutdown.wait());
+        // Once shutdown begins, a request still has a moment to arrive:
+        // plain HTTP (a health check) is answered until the process exits;
+        // an upgrade is refused with 503 either way.
+        let stop = pin!(async {
+            state.shutdown.wait().await;
+            natter_runtime::sleep(LAST_REQUEST_WAIT).await;
+        });
         match select(read, stop).await {
             Either::Left((read, _)) => read,
             Either::Right(((), _)) => Some(Ok(Err(HttpRefusal::shutting_down()))),
@@ -104,15 +124,28 @@ async fn open(
             return None;
         }
         Some(Ok(Err(refusal))) => refusal,
-        Some(Ok(Ok(upgrade))) if !origin_allowed(&upgrade, peer, state) => {
+        Some(Ok(Ok(Head::Page { page, head_only }))) => {
+            log::debug!("connection {id} from {peer}: {page:?}");
+            if pages::serve(&mut stream, page, head_only, state)
+                .await
+                .is_ok()
+            {
+                linger(raw.clone()).await;
+            }
+            return None;
+        }
+        Some(Ok(Ok(Head::Upgrade(upgrade)))) if !origin_allowed(&upgrade, peer, state) => {
             HttpRefusal::forbidden_origin()
         }
-        Some(Ok(Ok(_))) if state.shutdown.is_triggered() => HttpRefusal::shutting_down(),
-        Some(Ok(Ok(upgrade))) => {
+        Some(Ok(Ok(Head::Upgrade(_)))) if state.shutdown.is_triggered() => {
+            HttpRefusal::shutting_down()
+        }
+        Some(Ok(Ok(Head::Upgrade(upgrade)))) => {
             if let Err(e) = handshake::accept(&mut stream, &upgrade.key).await {
                 log::debug!("connection {id} from {peer}: could not complete upgrade: {e}");
                 return None;
             }
+            state.metrics.accepted.inc();
             let pings = PingLog::default();
             let wire = PingFilter::new(stream, upgrade.leftover, pings.clone());
             let ws =
@@ -120,8 +153,25 @@ async fn open(
             return Some((ws, pings, upgrade.nick));
         }
     };
-    refuse(stream, id, peer, &refusal).await;
+    refuse(stream, raw.clone(), id, peer, &refusal, state).await;
     None
+}
+
+/// The TLS handshake when TLS is on (bounded by `limit`); the plain socket
+/// otherwise. `None`: the client did not complete it (a plain request to a
+/// TLS port among them); there is nothing to answer it in.
+pub(crate) async fn secure(
+    stream: TcpStream,
+    tls: Option<&TlsAcceptor>,
+    limit: Duration,
+) -> Option<Stream> {
+    let Some(tls) = tls else {
+        return Some(Stream::Plain(stream));
+    };
+    match timeout(limit, tls.accept(stream)).await {
+        Some(Ok(session)) => Some(Stream::Tls(Box::new(session))),
+        _ => None,
+    }
 }
 
 /// The Origin rule (`crate::origin`) for this upgrade; a refused origin is
@@ -148,20 +198,24 @@ fn origin_allowed(upgrade: &handshake::Upgrade, peer: SocketAddr, state: &Server
     false
 }
 
-/// Answers a handshake with an HTTP error and lets the socket go.
+/// Answers a handshake with an HTTP error and lets the socket (`raw`
+/// underneath `stream`) go.
 pub(crate) async fn refuse(
-    mut stream: TcpStream,
+    mut stream: Stream,
+    raw: TcpStream,
     id: ConnId,
     peer: SocketAddr,
     refusal: &HttpRefusal,
+    state: &ServerState,
 ) {
+    state.metrics.refused(refusal.kind);
     log::debug!(
         "connection {id} from {peer}: HTTP {} {}",
         refusal.status,
         refusal.reason
     );
     if handshake::refuse(&mut stream, refusal).await.is_ok() {
-        linger(stream).await;
+        linger(raw).await;
     }
 }
 
@@ -217,7 +271,7 @@ async fn serve(
         state.registry.disconnect(id).await;
         reason
     };
-    let writer = crate::writer::run(sink, &outbox);
+    let writer = crate::writer::run(sink, &outbox, &state.metrics.deliveries);
     // The halves run in one task but each gets its own waker (that is what
     // FuturesUnordered provides): with a plain `select`, every wake-up of
     // the writer — one per frame queued for this client — also polled the
@@ -250,6 +304,10 @@ async fn serve(
             }
         }
     }
+    drop(halves);
+    state
+        .metrics
+        .closed(outbox.reason().unwrap_or(CloseReason::Gone));
 }
 
 /// Which half of a connection finished.
@@ -271,6 +329,7 @@ async fn read_requests(
     let config = &state.config;
     let handler = Handler {
         registry: &state.registry,
+        metrics: &state.metrics,
         id,
         max_text_bytes: config.max_text_bytes,
         #[cfg(feature = "fault-injection")]

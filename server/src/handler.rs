@@ -3,6 +3,8 @@
 //! The registry does the shared-state work; this module owns the rules a
 //! request must pass before it gets there and the words of every error.
 
+use std::time::Instant;
+
 use natter_protocol::message::{JoinOk, Reply};
 use natter_protocol::names::{validate_nick, validate_room, validate_text};
 use natter_protocol::{
@@ -11,6 +13,7 @@ use natter_protocol::{
 
 use crate::conn_id::ConnId;
 use crate::frame::Frame;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 
 /// An error reply's code and human-readable message.
@@ -42,6 +45,8 @@ impl From<ErrorCode> for Refusal {
 pub(crate) struct Handler<'a> {
     /// Where requests are carried out.
     pub(crate) registry: &'a Registry,
+    /// Counts each `say` and how long it took to reach the room.
+    pub(crate) metrics: &'a Metrics,
     /// The connection whose requests these are.
     pub(crate) id: ConnId,
     /// `--max-text-bytes`.
@@ -104,10 +109,12 @@ impl Handler<'_> {
                 if self.panic_on_text == Some(text.as_str()) {
                     panic!("fault injection: panic on say {text:?}");
                 }
+                let started = Instant::now();
                 let seq = reg
                     .say(self.id, &room, &text)
                     .await
                     .map_err(|code| not_member(code, &room))?;
+                self.metrics.said(started.elapsed());
                 ok(Reply::Say { room, seq })
             }
             Request::Whisper { to, text } => {

@@ -11,12 +11,15 @@
 //!
 //! The request's `Host` and `Origin` are handed on with the upgrade; whether
 //! that origin may connect is `crate::origin`'s rule, applied by the caller.
+//!
+//! The same port answers plain HTTP for the server's own pages (`/`,
+//! `/healthz`, `/metrics`: [`Page`]); what each says is `crate::pages`'.
 
 use std::io;
 
+use crate::stream::Stream;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use natter_protocol::CHAT_PATH;
-use natter_runtime::TcpStream;
 
 /// Largest request head accepted (request line plus headers).
 pub(crate) const MAX_HEAD_BYTES: usize = 8192;
@@ -38,6 +41,42 @@ pub(crate) struct Upgrade {
     pub(crate) leftover: Vec<u8>,
 }
 
+/// What a complete, acceptable request asks for.
+#[derive(Debug)]
+pub(crate) enum Head {
+    /// A WebSocket upgrade on the chat path.
+    Upgrade(Upgrade),
+    /// One of the server's plain HTTP pages.
+    Page {
+        /// Which one.
+        page: Page,
+        /// `HEAD`: the status and headers, no body.
+        head_only: bool,
+    },
+}
+
+/// The plain HTTP paths the server answers besides the chat endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Page {
+    /// `GET /`: the browser chat client.
+    Index,
+    /// `GET /healthz`: 200 while accepting, 503 once shutting down.
+    Health,
+    /// `GET /metrics`: Prometheus text format.
+    Metrics,
+}
+
+impl Page {
+    fn at(path: &str) -> Option<Page> {
+        match path {
+            "/" => Some(Page::Index),
+            "/healthz" => Some(Page::Health),
+            "/metrics" => Some(Page::Metrics),
+            _ => None,
+        }
+    }
+}
+
 /// An HTTP error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HttpRefusal {
@@ -45,6 +84,8 @@ pub(crate) struct HttpRefusal {
     pub(crate) reason: &'static str,
     pub(crate) headers: Vec<(&'static str, &'static str)>,
     pub(crate) body: &'static str,
+    /// The `reason` label of `natter_connections_refused_total`.
+    pub(crate) kind: &'static str,
 }
 
 impl HttpRefusal {
@@ -54,7 +95,13 @@ impl HttpRefusal {
             reason,
             headers: Vec::new(),
             body,
+            kind: "bad_request",
         }
+    }
+
+    fn kind(mut self, kind: &'static str) -> Self {
+        self.kind = kind;
+        self
     }
 
     fn with(mut self, name: &'static str, value: &'static str) -> Self {
@@ -70,6 +117,7 @@ impl HttpRefusal {
             "server is full, try again later\n",
         )
         .with("Retry-After", "1")
+        .kind("full")
     }
 
     /// The answer to a request head that did not arrive in time.
@@ -79,6 +127,7 @@ impl HttpRefusal {
             "Request Timeout",
             "the upgrade request took too long\n",
         )
+        .kind("timeout")
     }
 
     /// The answer to an upgrade from a web page whose origin may not connect.
@@ -88,6 +137,7 @@ impl HttpRefusal {
             "Forbidden",
             "this origin may not open a WebSocket here\n",
         )
+        .kind("origin")
     }
 
     /// The answer to an address that already holds its share of
@@ -100,20 +150,20 @@ impl HttpRefusal {
             "too many connections from your address, try again later\n",
         )
         .with("Retry-After", "10")
+        .kind("per_address")
     }
 
     /// The answer to a handshake caught by shutdown.
     pub(crate) fn shutting_down() -> Self {
         HttpRefusal::new(503, "Service Unavailable", "server is shutting down\n")
             .with("Retry-After", "5")
+            .kind("shutting_down")
     }
 }
 
 /// Reads the request head and judges it. `Err` is an I/O failure or EOF
 /// before a full head arrived; the caller just drops the socket then.
-pub(crate) async fn read_request(
-    stream: &mut TcpStream,
-) -> io::Result<Result<Upgrade, HttpRefusal>> {
+pub(crate) async fn read_request(stream: &mut Stream) -> io::Result<Result<Head, HttpRefusal>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -127,9 +177,12 @@ pub(crate) async fn read_request(
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => {
                 let verdict = judge(&req);
-                return Ok(verdict.map(|upgrade| Upgrade {
-                    leftover: buf[len..].to_vec(),
-                    ..upgrade
+                return Ok(verdict.map(|head| match head {
+                    Head::Upgrade(upgrade) => Head::Upgrade(Upgrade {
+                        leftover: buf[len..].to_vec(),
+                        ..upgrade
+                    }),
+                    page => page,
                 }));
             }
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
@@ -167,20 +220,43 @@ fn bad_version() -> HttpRefusal {
 
 /// Decides what a complete request deserves, in the order a client would
 /// want to learn it: version, path, method, the upgrade headers, then
-/// `Host` and `Origin`. The returned upgrade has no leftover bytes yet.
-fn judge(req: &httparse::Request) -> Result<Upgrade, HttpRefusal> {
+/// `Host` and `Origin`. A returned upgrade has no leftover bytes yet.
+fn judge(req: &httparse::Request) -> Result<Head, HttpRefusal> {
     if req.version != Some(1) {
         return Err(bad_version());
     }
     let target = req.path.unwrap_or("");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if let Some(page) = Page::at(path) {
+        return match req.method {
+            Some("GET") => Ok(Head::Page {
+                page,
+                head_only: false,
+            }),
+            Some("HEAD") => Ok(Head::Page {
+                page,
+                head_only: true,
+            }),
+            _ => Err(HttpRefusal::new(
+                405,
+                "Method Not Allowed",
+                "this page only answers GET and HEAD\n",
+            )
+            .with("Allow", "GET, HEAD")),
+        };
+    }
     if path != CHAT_PATH {
         return Err(HttpRefusal::new(
             404,
             "Not Found",
-            "the chat endpoint is /ws\n",
+            "no such page; the chat endpoint is /ws, the chat page /\n",
         ));
     }
+    upgrade_on_chat_path(req, query).map(Head::Upgrade)
+}
+
+/// The chat path: what a WebSocket upgrade must carry.
+fn upgrade_on_chat_path(req: &httparse::Request, query: &str) -> Result<Upgrade, HttpRefusal> {
     if req.method != Some("GET") {
         return Err(
             HttpRefusal::new(405, "Method Not Allowed", "the upgrade must be a GET\n")
@@ -277,7 +353,7 @@ fn is_valid_key(key: &str) -> bool {
 }
 
 /// Writes the 101 that completes the upgrade.
-pub(crate) async fn accept(stream: &mut TcpStream, key: &str) -> io::Result<()> {
+pub(crate) async fn accept(stream: &mut Stream, key: &str) -> io::Result<()> {
     let accept = async_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
@@ -287,27 +363,57 @@ pub(crate) async fn accept(stream: &mut TcpStream, key: &str) -> io::Result<()> 
 }
 
 /// Writes an HTTP error answer; the caller then closes with a linger.
-pub(crate) async fn refuse(stream: &mut TcpStream, refusal: &HttpRefusal) -> io::Result<()> {
-    let mut response = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
-        refusal.status,
-        refusal.reason,
-        refusal.body.len()
-    );
-    for (name, value) in &refusal.headers {
-        response.push_str(&format!("{name}: {value}\r\n"));
+pub(crate) async fn refuse(stream: &mut Stream, refusal: &HttpRefusal) -> io::Result<()> {
+    let answer = Answer {
+        status: refusal.status,
+        reason: refusal.reason,
+        content_type: "text/plain; charset=utf-8",
+        headers: &refusal.headers,
+        body: refusal.body.as_bytes(),
+        head_only: false,
+    };
+    answer.write(stream).await
+}
+
+/// A complete plain HTTP answer (the connection closes after it).
+pub(crate) struct Answer<'a> {
+    pub(crate) status: u16,
+    pub(crate) reason: &'static str,
+    pub(crate) content_type: &'static str,
+    /// Headers beyond the content type, length and `Connection: close`.
+    pub(crate) headers: &'a [(&'static str, &'static str)],
+    pub(crate) body: &'a [u8],
+    /// `HEAD`: the length of the body is sent, the body is not.
+    pub(crate) head_only: bool,
+}
+
+impl Answer<'_> {
+    /// Writes the answer.
+    pub(crate) async fn write(&self, stream: &mut Stream) -> io::Result<()> {
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.status,
+            self.reason,
+            self.content_type,
+            self.body.len()
+        );
+        for (name, value) in self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await?;
+        if !self.head_only {
+            stream.write_all(self.body).await?;
+        }
+        stream.flush().await
     }
-    response.push_str("\r\n");
-    response.push_str(refusal.body);
-    stream.write_all(response.as_bytes()).await?;
-    stream.flush().await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn judge_text(text: &str) -> Result<Upgrade, u16> {
+    fn judge_head(text: &str) -> Result<Head, u16> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(text.as_bytes()) {
@@ -317,9 +423,16 @@ mod tests {
         }
     }
 
+    fn judge_text(text: &str) -> Result<Upgrade, u16> {
+        match judge_head(text)? {
+            Head::Upgrade(upgrade) => Ok(upgrade),
+            Head::Page { page, .. } => panic!("a page ({page:?}), not an upgrade"),
+        }
+    }
+
     /// The refusal status for `text`, `None` if the upgrade is valid.
     fn status(text: &str) -> Option<u16> {
-        judge_text(text).err()
+        judge_head(text).err()
     }
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -356,14 +469,44 @@ mod tests {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         assert!(req.parse(&bytes).unwrap().is_complete());
-        let up = judge(&req).unwrap();
+        let Ok(Head::Upgrade(up)) = judge(&req) else {
+            panic!("not an upgrade");
+        };
         assert!(up.origin.is_some_and(|o| o.starts_with("http://")));
     }
 
     #[test]
+    fn pages_answer_get_and_head_only() {
+        for (path, page) in [
+            ("/", Page::Index),
+            ("/healthz", Page::Health),
+            ("/metrics?x=1", Page::Metrics),
+        ] {
+            let get = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert!(matches!(
+                judge_head(&get),
+                Ok(Head::Page { page: p, head_only: false }) if p == page
+            ));
+            let head = get.replacen("GET", "HEAD", 1);
+            assert!(matches!(
+                judge_head(&head),
+                Ok(Head::Page {
+                    head_only: true,
+                    ..
+                })
+            ));
+            let post = get.replacen("GET", "POST", 1);
+            assert_eq!(status(&post), Some(405));
+        }
+    }
+
+    #[test]
     fn refusals() {
-        assert_eq!(status(&upgrade("/", "")), Some(404));
         assert_eq!(status(&upgrade("/wsx", "")), Some(404));
+        assert_eq!(
+            status("GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(404)
+        );
         assert_eq!(status("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n"), Some(426));
         assert_eq!(status("GET /ws HTTP/1.0\r\n\r\n"), Some(505));
         assert_eq!(status("GET /ws HTTP/2.0\r\n\r\n"), Some(505));

@@ -81,7 +81,7 @@ impl PingLog {
 }
 
 /// A connection's socket as the WebSocket layer sees it.
-pub(crate) type Wire = PingFilter<natter_runtime::TcpStream>;
+pub(crate) type Wire = PingFilter<crate::stream::Stream>;
 
 /// The socket as tungstenite reads it: pings rewritten to pongs.
 pub(crate) struct PingFilter<S> {

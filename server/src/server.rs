@@ -9,7 +9,9 @@
 //!    takes the history writer's commit reports and publishes what they
 //!    cover (see `crate::disk_log` and `Registry::publish`).
 //! 3. [`ServerHandle::shutdown`] (also what SIGINT/SIGTERM call) sets the
-//!    [`Shutdown`] signal. The accept loop stops and drops the listener.
+//!    [`Shutdown`] signal. The accept loop goes on until `run` returns, so
+//!    that plain HTTP is still answered (`/healthz` says 503, and a load
+//!    balancer sees the node leave) and new upgrades get 503.
 //! 4. The log is flushed: every message already said is committed and
 //!    published (at once in memory). Only then is `closing` set: every
 //!    connection task sees it, queues its `shutdown` event behind whatever
@@ -32,12 +34,15 @@ use futures::future::{Either, select};
 use natter_runtime::{TcpListener, sleep, spawn, timeout};
 
 use crate::cap::{ConnectionCap, Slot};
+use crate::closing::linger;
 use crate::config::Config;
 use crate::connection;
 use crate::disk_log::DiskLog;
-use crate::handshake::HttpRefusal;
+use crate::handshake::{Head, HttpRefusal};
 use crate::log_limit::{LogLimit, Note};
+use crate::metrics::Metrics;
 use crate::origin::OriginPolicy;
+use crate::pages;
 use crate::per_ip::{IpSlot, PerIpCap};
 use crate::registry::{Registry, RegistryConfig, RegistryCounts};
 use crate::room_log::{Commit, MemoryLog, RoomLog, StoredRoom};
@@ -52,6 +57,9 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// Sockets refused at the cap that may be answering (503) at once; past
 /// this, further sockets over the cap are closed without an answer.
 const MAX_REFUSING: usize = 256;
+/// How long a socket over a cap may take to send its request (and finish
+/// its TLS handshake) before it is answered anyway.
+const REFUSAL_READ: Duration = Duration::from_secs(2);
 /// A refused origin or address is logged once per this window.
 const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(60);
 
@@ -73,6 +81,9 @@ pub enum ServerError {
     /// The history store (`--data-dir`) could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The TLS certificate or key (`--tls-cert`, `--tls-key`) is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// Messages could not be made durable while serving; the server shut
     /// down rather than answer `say`s it could not keep.
     #[error("{0}; stopped serving")]
@@ -115,6 +126,10 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         config.validate().map_err(ServerError::Config)?;
         let origins = OriginPolicy::new(&config.allowed_origins).map_err(ServerError::Config)?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+            _ => None,
+        };
         let listener = natter_runtime::bind(&config.listen, LISTEN_BACKLOG).map_err(|source| {
             ServerError::Bind {
                 addr: config.listen.clone(),
@@ -148,6 +163,8 @@ impl Server {
             tasks: TaskTracker::new(),
             ws_config: websocket_config(&config),
             backlog: Arc::default(),
+            metrics: Metrics::new(),
+            tls,
             config,
         };
         Ok(Server {
@@ -181,12 +198,20 @@ impl Server {
             commits,
             ..
         } = self;
+        // Accepting goes on until the very end: during a shutdown, plain
+        // HTTP is still answered (a health check says 503) and upgrades
+        // are refused with 503, rather than connections being refused.
+        let stopped = Shutdown::new();
         let serving = async {
-            accept_loop(&listener, &state).await;
-            drop(listener);
-            let cut_off = wind_down(&state).await;
-            state.registry.close_log().await;
-            cut_off
+            let accepting = accept_loop(&listener, &state, &stopped);
+            let winding = async {
+                state.shutdown.wait().await;
+                let cut_off = wind_down(&state).await;
+                state.registry.close_log().await;
+                stopped.trigger();
+                cut_off
+            };
+            futures::join!(accepting, winding).1
         };
         // The publisher ends when the writer thread does, which closing the
         // log brings about: both halves finish.
@@ -291,7 +316,12 @@ impl ServerHandle {
 
     /// The chat endpoint's URL.
     pub fn url(&self) -> String {
-        format!("ws://{}/ws", self.local_addr)
+        let scheme = if self.state.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        format!("{scheme}://{}/ws", self.local_addr)
     }
 
     /// A snapshot of the server's counters.
@@ -305,14 +335,14 @@ impl ServerHandle {
     }
 }
 
-/// Accepts sockets until shutdown; each one becomes a task.
-async fn accept_loop(listener: &TcpListener, state: &Arc<ServerState>) {
+/// Accepts sockets until `stopped`; each one becomes a task.
+async fn accept_loop(listener: &TcpListener, state: &Arc<ServerState>, stopped: &Shutdown) {
     let next_id = AtomicU64::new(1);
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = {
             let accept = pin!(listener.accept());
-            let stop = pin!(state.shutdown.wait());
+            let stop = pin!(stopped.wait());
             match select(accept, stop).await {
                 Either::Left((accepted, _)) => accepted,
                 Either::Right(_) => return,
@@ -328,7 +358,7 @@ async fn accept_loop(listener: &TcpListener, state: &Arc<ServerState>) {
                 // connections we have and retry after a pause.
                 log::error!("accept failed: {e}; retrying in {backoff:?}");
                 let pause = pin!(sleep(backoff));
-                let stop = pin!(state.shutdown.wait());
+                let stop = pin!(stopped.wait());
                 if let Either::Right(_) = select(pause, stop).await {
                     return;
                 }
@@ -397,9 +427,11 @@ struct Held {
 
 /// Answers a socket over a cap (the server's: 503, its address's: 429) on
 /// a `refusing` slot, which it holds only while answering; with no such
-/// slot free either, the socket is dropped unanswered.
+/// slot free either, the socket is dropped unanswered. A request for one
+/// of the server's pages is answered as usual: a health check must not
+/// fail because the chat is full.
 fn refuse_over_cap(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     stream: natter_runtime::TcpStream,
     id: u64,
     peer: SocketAddr,
@@ -410,34 +442,48 @@ fn refuse_over_cap(
             "connection {id} from {peer}: HTTP {} and no refusal slot free, dropping socket",
             refusal.status
         );
+        state.metrics.refused(refusal.kind);
         return;
     };
     let token = state.tasks.token();
+    let state = state.clone();
     spawn(async move {
         let _held = (slot, token);
-        refuse_early(stream, id, peer, refusal).await;
+        refuse_early(stream, id, peer, refusal, &state).await;
     });
 }
 
-/// Answers a socket that arrived over a cap with `refusal`.
+/// Answers a socket that arrived over a cap with `refusal`, or with the
+/// page it asked for.
 async fn refuse_early(
-    mut stream: natter_runtime::TcpStream,
+    raw: natter_runtime::TcpStream,
     id: u64,
     peer: SocketAddr,
     refusal: HttpRefusal,
+    state: &ServerState,
 ) {
     // Read the request first (briefly): answering before reading it could
     // make the kernel reset the connection and lose the answer.
-    let read = timeout(
-        Duration::from_secs(2),
-        crate::handshake::read_request(&mut stream),
-    )
-    .await;
+    let Some(mut stream) = connection::secure(raw.clone(), state.tls.as_ref(), REFUSAL_READ).await
+    else {
+        state.metrics.refused("tls");
+        return;
+    };
+    let read = timeout(REFUSAL_READ, crate::handshake::read_request(&mut stream)).await;
     let refusal = match read {
         Some(Ok(Err(refusal))) => refusal,
+        Some(Ok(Ok(Head::Page { page, head_only }))) => {
+            if pages::serve(&mut stream, page, head_only, state)
+                .await
+                .is_ok()
+            {
+                linger(raw).await;
+            }
+            return;
+        }
         _ => refusal,
     };
-    connection::refuse(stream, id, peer, &refusal).await;
+    connection::refuse(stream, raw, id, peer, &refusal, state).await;
 }
 
 /// tungstenite's defaults suit one big connection, not thousands: a 128 KiB

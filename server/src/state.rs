@@ -9,6 +9,7 @@ use crate::backlog::Backlog;
 use crate::cap::ConnectionCap;
 use crate::config::Config;
 use crate::log_limit::LogLimit;
+use crate::metrics::Metrics;
 use crate::origin::OriginPolicy;
 use crate::per_ip::PerIpCap;
 use crate::registry::Registry;
@@ -48,4 +49,8 @@ pub(crate) struct ServerState {
     pub(crate) ws_config: WebSocketConfig,
     /// Members whose woken writers are falling behind (see [`crate::backlog`]).
     pub(crate) backlog: Arc<Backlog>,
+    /// The counters `GET /metrics` reports.
+    pub(crate) metrics: Metrics,
+    /// `--tls-cert`/`--tls-key`: every socket starts with a TLS handshake.
+    pub(crate) tls: Option<futures_rustls::TlsAcceptor>,
 }

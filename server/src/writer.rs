@@ -18,6 +18,7 @@ use futures::future::{Either, select};
 use std::task::Poll;
 
 use natter_runtime::{sleep, timeout};
+use prometheus_client::metrics::counter::Counter;
 
 use crate::close_reason::CloseReason;
 use crate::frame::Frame as Text;
@@ -41,9 +42,11 @@ const YIELD_BYTES: usize = 16 * FRAGMENT;
 
 /// Runs until the outbox is closed and drained (or abandoned), then sends
 /// the close frame its close reason calls for.
-pub(crate) async fn run(mut sink: WebSocketSender<Wire>, outbox: &Outbox) {
+/// Every frame written is counted in `sent` (`natter_deliveries_total`),
+/// once per batch.
+pub(crate) async fn run(mut sink: WebSocketSender<Wire>, outbox: &Outbox, sent: &Counter) {
     let drained = {
-        let drain = pin!(drain(&mut sink, outbox));
+        let drain = pin!(drain(&mut sink, outbox, sent));
         let aborted = pin!(outbox.aborted(Side::Writer));
         match select(drain, aborted).await {
             Either::Left((result, _)) => result,
@@ -94,6 +97,7 @@ async fn close(mut sink: WebSocketSender<Wire>, outbox: &Outbox) {
 async fn drain(
     sink: &mut WebSocketSender<Wire>,
     outbox: &Outbox,
+    sent: &Counter,
 ) -> Result<(), async_tungstenite::tungstenite::Error> {
     let mut queue = outbox.writer();
     while let Some(batch) = queue.next_batch().await {
@@ -106,10 +110,11 @@ async fn drain(
         // writer counts as the server's lag (it paces everyone's readers,
         // see `crate::outbox`) only until `STALL` has passed; the timer is
         // armed only then.
-        match futures::poll!(send.as_mut()) {
-            Poll::Ready(sent) => sent?,
+        let frames = match futures::poll!(send.as_mut()) {
+            Poll::Ready(frames) => frames?,
             Poll::Pending => Box::pin(send_or_stall(send.as_mut(), outbox)).await?,
-        }
+        };
+        sent.inc_by(frames);
     }
     Ok(())
 }
@@ -117,9 +122,9 @@ async fn drain(
 /// Finishes sending a batch that the socket did not take at once; past
 /// [`STALL`] the writer stops counting as the server's lag.
 async fn send_or_stall(
-    send: Pin<&mut impl Future<Output = Result<(), async_tungstenite::tungstenite::Error>>>,
+    send: Pin<&mut impl Future<Output = Result<u64, async_tungstenite::tungstenite::Error>>>,
     outbox: &Outbox,
-) -> Result<(), async_tungstenite::tungstenite::Error> {
+) -> Result<u64, async_tungstenite::tungstenite::Error> {
     match select(send, pin!(sleep(STALL))).await {
         Either::Left((sent, _)) => sent,
         Either::Right(((), send)) => {
@@ -129,12 +134,15 @@ async fn send_or_stall(
     }
 }
 
-/// Feeds one batch to the socket and flushes it.
+/// Feeds one batch to the socket and flushes it; returns how many frames
+/// it held.
 async fn send_batch(
     sink: &mut WebSocketSender<Wire>,
     batch: Batch<'_, '_>,
-) -> Result<(), async_tungstenite::tungstenite::Error> {
+) -> Result<u64, async_tungstenite::tungstenite::Error> {
+    let mut frames = 0;
     for item in batch {
+        frames += 1;
         match item {
             // Boxed: rare, and its state would otherwise be part of every
             // connection's writer.
@@ -146,7 +154,8 @@ async fn send_batch(
             Outgoing::Pong(data) => sink.feed(Message::Pong(data)).await?,
         }
     }
-    sink.flush().await
+    sink.flush().await?;
+    Ok(frames)
 }
 
 /// Feeds one text message as fragments of [`FRAGMENT`] bytes (RFC 6455

@@ -20,9 +20,14 @@ use super::sys;
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Common options")]
 pub struct CommonArgs {
-    /// Server URL: the server's WebSocket endpoint.
+    /// Server URL: the server's WebSocket endpoint (ws:// or wss://).
     #[arg(default_value = "ws://127.0.0.1:7878/ws")]
     pub url: String,
+
+    /// For wss://: trust only the CA certificates in this PEM file (a
+    /// server with a private certificate) instead of the public web roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
 
     /// Bind client sockets round-robin to 127.0.0.1 … 127.0.0.N (1–254), so
     /// more connections fit than one source address has ephemeral ports
@@ -110,6 +115,10 @@ pub async fn setup(
              ephemeral ports: use --source-ips",
         );
     }
+    let tls = match natter::tls::client_config(common.ca.as_deref()) {
+        Ok(config) => Some(config),
+        Err(e) => return Err(usage(&e.to_string())),
+    };
     let run_id = net::run_id();
     // Probe from the last source address: it checks the server answers
     // and that the source addresses can be bound.
@@ -119,7 +128,7 @@ pub async fn setup(
     );
     let options = natter::ConnectOptions {
         source_ip: probe_ip,
-        ..natter::ConnectOptions::default()
+        tls: tls.clone(),
     };
     let probe = natter_runtime::timeout(
         Duration::from_secs(10),
@@ -155,6 +164,7 @@ pub async fn setup(
         source_ips: common.source_ips,
         in_flight: common.in_flight as usize,
         server_pid: common.server_pid,
+        tls,
         run_id,
         welcome: probe.welcome,
         progress,

@@ -31,6 +31,8 @@ pub struct Ctx {
     pub source_ips: u8,
     pub in_flight: usize,
     pub server_pid: Option<u32>,
+    /// TLS settings for wss:// (`--ca`, or the public web roots).
+    pub tls: Option<Arc<futures_rustls::rustls::ClientConfig>>,
     pub run_id: String,
     pub welcome: Welcome,
     pub progress: Progress,
@@ -62,7 +64,7 @@ impl Ctx {
     pub fn options(&self, i: usize) -> ConnectOptions {
         ConnectOptions {
             source_ip: source_ip(self.source_ips, i),
-            ..ConnectOptions::default()
+            tls: self.tls.clone(),
         }
     }
 
