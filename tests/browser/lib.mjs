@@ -23,6 +23,19 @@ export const CLIENT_BIN = need('NATTER_CLIENT_BIN');
 export const OUT_DIR = need('NATTER_BROWSER_OUT');
 export const CHROMIUM = process.env.NATTER_CHROMIUM || '/usr/bin/chromium';
 
+// Every process a test starts, so that none outlives this one: a test that
+// timed out may never reach its cleanup, and the runner may be stopped.
+const children = new Set();
+function track(child) {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+process.once('exit', () => { for (const c of children) c.kill('SIGKILL'); });
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => { for (const c of children) c.kill('SIGKILL'); process.exit(1); });
+}
+
 /** How long any single wait in a test may take. */
 export const WAIT_MS = 15_000;
 
@@ -69,10 +82,10 @@ function exited(child, timeout) {
  * `stop()` sends SIGTERM to its PID and waits for the exit (SIGKILL after 10 s).
  */
 export async function startServer(cleanup, { port = 0, args = [] } = {}) {
-  const child = spawn(SERVER_BIN, ['--listen', `127.0.0.1:${port}`, ...args], {
+  const child = track(spawn(SERVER_BIN, ['--listen', `127.0.0.1:${port}`, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
-  });
+  }));
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
@@ -94,11 +107,12 @@ export async function startServer(cleanup, { port = 0, args = [] } = {}) {
   cleanup.push(() => server.stop());
   const match = await until(`natter-server to listen (stderr: ${stderr.slice(-500)})`, () => {
     if (child.exitCode !== null) throw new Error(`natter-server exited with ${child.exitCode}: ${stderr}`);
-    return stdout.match(/listening on ws:\/\/127\.0\.0\.1:(\d+)\/ws/);
+    return stdout.match(/listening on (wss?):\/\/127\.0\.0\.1:(\d+)\/ws/);
   }, 20_000);
-  server.port = Number(match[1]);
-  server.http = `http://127.0.0.1:${server.port}/`;
-  server.ws = `ws://127.0.0.1:${server.port}/ws`;
+  const tls = match[1] === 'wss';
+  server.port = Number(match[2]);
+  server.http = `${tls ? 'https' : 'http'}://127.0.0.1:${server.port}/`;
+  server.ws = `${match[1]}://127.0.0.1:${server.port}/ws`;
   return server;
 }
 
@@ -108,10 +122,10 @@ export async function startServer(cleanup, { port = 0, args = [] } = {}) {
  * `end()` closes stdin and resolves with the exit code.
  */
 export function startCli(cleanup, url, nick, room) {
-  const child = spawn(CLIENT_BIN, ['chat', url, '--nick', nick, '--room', room], {
+  const child = track(spawn(CLIENT_BIN, ['chat', url, '--nick', nick, '--room', room], {
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, NO_COLOR: '1' },
-  });
+  }));
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
@@ -159,11 +173,14 @@ export async function launchBrowser(cleanup) {
  * storage: a separate person), connects as `nick` into `room`, and waits
  * until the page says it is connected.
  */
-export async function openChat(browser, server, { nick = '', room = 'lobby', viewport, expectNick } = {}) {
-  const context = await browser.newContext({ viewport: viewport || { width: 1100, height: 700 } });
+export async function openChat(browser, server, { nick = '', room = 'lobby', viewport, expectNick, contextOptions } = {}) {
+  const context = await browser.newContext({ viewport: viewport || { width: 1100, height: 700 }, ...contextOptions });
   context.setDefaultTimeout(WAIT_MS);
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`page error (${nick}):`, e));
+  // The WebSocket URLs the page opened, for tests to check.
+  page.sockets = [];
+  page.on('websocket', (ws) => page.sockets.push(ws.url()));
   await page.goto(server.http);
   await page.fill('#connect-nick', nick);
   await page.fill('#connect-room', room);

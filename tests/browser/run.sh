@@ -25,12 +25,16 @@ if [[ ! -x $chromium ]]; then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
         echo "== installing Debian's chromium (apt-get)"
         export DEBIAN_FRONTEND=noninteractive
+        apt_log=$(mktemp)
         # Package lists missing or too old to know chromium: refresh them once.
         if ! apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-            apt-get update -qq >/dev/null || fail "apt-get update failed"
+            apt-get update -qq >"$apt_log" 2>&1 || { cat "$apt_log" >&2; fail "apt-get update failed"; }
         fi
-        apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null \
-            || fail "apt-get install chromium failed"
+        # Quiet unless it fails. No recommends (printing, notifications…);
+        # DejaVu so that text renders in screenshots.
+        apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >"$apt_log" 2>&1 \
+            || { cat "$apt_log" >&2; fail "apt-get install chromium failed"; }
+        rm -f "$apt_log"
         [[ -x $chromium ]] || fail "apt-get installed chromium but $chromium is missing"
     else
         fail "needs Debian's chromium at $chromium: install it with 'sudo apt-get install chromium'"
