@@ -73,6 +73,12 @@ mkdir -p "$NATTER_BROWSER_OUT"
 echo "== node --test tests/browser/  (headless $("$chromium" --version 2>/dev/null || echo chromium))"
 start=$SECONDS
 status=0
-node --test --test-concurrency=1 "$here"/*.test.mjs || status=$?
+# --test-force-exit: a test that timed out leaves its browser and sockets
+# open, and the file's process would then never end (lib.mjs kills the
+# servers it started when the process exits). `timeout` bounds the whole run.
+force_exit=()
+# (grep reads all of it: with -q, node could die of SIGPIPE and pipefail say no.)
+if node --help | grep -- '--test-force-exit' >/dev/null; then force_exit=(--test-force-exit); fi
+timeout --kill-after=10 300 node --test --test-concurrency=1 "${force_exit[@]}" "$here"/*.test.mjs || status=$?
 echo "== browser tests took $((SECONDS - start)) s; screenshots in $NATTER_BROWSER_OUT/"
 exit $status
