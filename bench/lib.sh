@@ -16,14 +16,14 @@ stop_server() {
 
 # start_server LOG COMMAND...: runs COMMAND with stdout to LOG.out and
 # stderr to LOG; sets server_pid, and url from the "listening on ws://…"
-# line (waits up to 5 s for it).
+# (or wss://…) line (waits up to 5 s for it).
 start_server() {
   local log=$1
   shift
   "$@" > "$log.out" 2> "$log" &
   server_pid=$!
   for _ in $(seq 100); do
-    url=$(grep -o 'ws://[^ ]*' "$log.out" 2>/dev/null || true)
+    url=$(grep -o 'wss\?://[^ ]*' "$log.out" 2>/dev/null || true)
     [ -n "$url" ] && return 0
     sleep 0.05
   done

@@ -16,6 +16,9 @@
 # (e.g. says+disk, fanout-large+disk) runs the same load against a server
 # with durable history (--data-dir, a fresh directory per run under the
 # results folder, whose store size is recorded next to the run's JSON).
+# Likewise `+tls` (e.g. fanout-large+tls, conns-10k+tls) runs it over TLS:
+# the server gets a throw-away certificate (made with openssl) through
+# --tls-cert/--tls-key, and the tester connects to wss:// with --ca.
 # Raw JSON of every run goes to bench/results/<timestamp>/.
 # Everything runs on loopback, is bounded by natter load's own deadlines
 # plus `timeout`, and stops by itself.
@@ -61,21 +64,35 @@ args_for() {
   esac
 }
 
+tls_cert=$out_dir/cert.pem tls_key=$out_dir/key.pem
+case " ${scenarios[*]} " in
+  *+tls*)
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+      -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+      -addext basicConstraints=critical,CA:FALSE \
+      -keyout "$tls_key" -out "$tls_cert" 2>/dev/null ;;
+esac
+
 for scenario in "${scenarios[@]}"; do
-  args=$(args_for "${scenario%+disk}")
+  base=${scenario%+disk}
+  base=${base%+tls}
+  args=$(args_for "$base")
   for i in $(seq "$repeats"); do
     for s in "${servers[@]}"; do
       label=${s%%=*} server_bin=${s#*=} dir=$out_dir/${s%%=*}
-      durable=()
+      durable=() tls=() trust=()
       if [ "$scenario" != "${scenario%+disk}" ]; then
         durable=(--data-dir "$dir/data-$scenario-$i")
       fi
+      if [ "$scenario" != "${scenario%+tls}" ]; then
+        tls=(--tls-cert "$tls_cert" --tls-key "$tls_key") trust=(--ca "$tls_cert")
+      fi
       start_server "$dir/server-$scenario-$i" "$server_bin" --listen 127.0.0.1:0 --rate 0 \
-        --max-connections 19500 --queue 4096 --max-rooms 10000 "${durable[@]}"
-      echo "== $scenario run $i ($label): natter load $args ${durable[*]}" >&2
+        --max-connections 19500 --queue 4096 --max-rooms 10000 "${durable[@]}" "${tls[@]}"
+      echo "== $scenario run $i ($label): natter load $args ${durable[*]} ${trust[*]} $url" >&2
       # shellcheck disable=SC2086
-      timeout 600 "$load_bin" load $args "$url" --server-pid "$server_pid" --json --quiet \
-        > "$dir/$scenario-$i.json" || true
+      timeout 600 "$load_bin" load $args "$url" "${trust[@]}" --server-pid "$server_pid" \
+        --json --quiet > "$dir/$scenario-$i.json" || true
       stop_server
       if [ ${#durable[@]} -gt 0 ]; then
         stat -c %s "${durable[1]}/natter.redb" > "$dir/$scenario-$i.store-bytes"

@@ -2,7 +2,8 @@
 //!
 //! Outside code uses four things: [`Config`] (the options), [`Server`]
 //! (bind, then run until shut down), [`ServerHandle`] (shut it down, read
-//! its [`Stats`]). Everything else is private; where to find each part of
+//! its [`Stats`]), and the errors they name ([`ServerError`],
+//! [`StoreError`], [`TlsError`]). Everything else is private; where to find each part of
 //! the design:
 //! - accept loop, connection cap use, shutdown path: `server`; what the
 //!   connection tasks share: `state`
@@ -28,6 +29,11 @@
 //!   one `fsync` per batch) over `store` (the redb file's tables, and
 //!   opening it: the lock, the check of every page, the trim to
 //!   `--history` and `--max-rooms`)
+//! - plain HTTP on the chat port: the request judged in `handshake`, the
+//!   pages (`/`, `/healthz`, `/metrics`) answered by `pages`; the browser
+//!   client itself is `web/index.html`; the counters: `metrics`
+//! - TLS (`--tls-cert`, `--tls-key`): the acceptor in `tls`, a socket that
+//!   is plain or TLS in `stream`
 //!
 //! The modules form no import circle: `server` → `connection` → `handler`
 //! → `registry` → `broadcast` → `outbox` → `backlog`, each only looking
@@ -35,7 +41,9 @@
 //! history goes `registry` (and `room`) → `room_log`, and `server` →
 //! `disk_log` → `store` → `room_log`: the registry never names the disk,
 //! only the server, which chooses the log, does; `frame`, `conn_id`,
-//! `close_reason`, `origin`, `per_ip` and `log_limit` are leaves
+//! `close_reason`, `origin`, `per_ip`, `log_limit`, `stream` and `tls`
+//! are leaves; `metrics` only reads `close_reason` and the registry's
+//! counts; `pages` sits beside `connection`, under `state`
 //! (`python3 .ci/import_graph.py server/src` prints the graph).
 
 #![warn(missing_docs)]

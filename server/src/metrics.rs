@@ -27,6 +27,23 @@ use crate::registry::RegistryCounts;
 /// The `Content-Type` of `GET /metrics`.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The `reason` labels of `natter_connections_refused_total`: the kinds of
+/// `HttpRefusal`, and a TLS handshake that did not complete.
+const REFUSALS: [&str; 7] = [
+    "full",
+    "per_address",
+    "origin",
+    "shutting_down",
+    "timeout",
+    "bad_request",
+    "tls",
+];
+
+/// The `code` labels of `natter_connections_closed_total`.
+const CLOSE_CODES: [&str; 10] = [
+    "peer", "none", "1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011",
+];
+
 /// A label set with one label: which refusal, which close code.
 type Label = [(&'static str, &'static str); 1];
 
@@ -116,6 +133,14 @@ impl Metrics {
             "From reading a say to its message being queued for every member of the room",
             say_latency.clone(),
         );
+        // Every reason and code from the start, at 0: a dashboard (or a
+        // rate()) sees the series before the first event, not after.
+        for reason in REFUSALS {
+            drop(refused.get_or_create(&[("reason", reason)]));
+        }
+        for code in CLOSE_CODES {
+            drop(closed.get_or_create(&[("code", code)]));
+        }
         Metrics {
             registry,
             accepted,
@@ -172,4 +197,32 @@ impl Metrics {
 
 fn gauge(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handshake::HttpRefusal;
+
+    #[test]
+    fn every_refusal_kind_has_its_series_from_the_start() {
+        for refusal in [
+            HttpRefusal::server_full(),
+            HttpRefusal::timed_out(),
+            HttpRefusal::forbidden_origin(),
+            HttpRefusal::too_many_from_address(),
+            HttpRefusal::shutting_down(),
+        ] {
+            assert!(REFUSALS.contains(&refusal.kind), "{}", refusal.kind);
+        }
+        let text = Metrics::new().render(RegistryCounts {
+            users: 0,
+            rooms: 0,
+            memberships: 0,
+        });
+        for reason in REFUSALS {
+            let series = format!("natter_connections_refused_total{{reason=\"{reason}\"}} 0");
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
+    }
 }
