@@ -32,6 +32,9 @@ compile_error!(
      `async-std` (the default) or `smol`"
 );
 
+mod maybe_tls;
+pub use maybe_tls::MaybeTls;
+
 #[cfg(all(feature = "async-std", not(feature = "smol")))]
 #[path = "async_std.rs"]
 mod imp;
