@@ -59,6 +59,9 @@ const YIELD_EVERY: u32 = 8;
 /// arrive in full (then it is answered: a page, or 503 for an upgrade).
 const LAST_REQUEST_WAIT: Duration = Duration::from_secs(2);
 
+/// How long an HTTP refusal may take to be written.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long the writer may take to deliver what is left and close, once
 /// the reader has stopped (shutdown has its own, server-wide grace period).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -126,10 +129,10 @@ async fn open(
         Some(Ok(Err(refusal))) => refusal,
         Some(Ok(Ok(Head::Page { page, head_only }))) => {
             log::debug!("connection {id} from {peer}: {page:?}");
-            if pages::serve(&mut stream, page, head_only, state)
-                .await
-                .is_ok()
-            {
+            // Bounded like the request: a client that asks for a page and
+            // never reads the answer must not keep its slot.
+            let answer = pages::serve(&mut stream, page, head_only, state);
+            if let Some(Ok(())) = timeout(state.config.handshake_timeout(), answer).await {
                 linger(raw.clone()).await;
             }
             return None;
@@ -214,7 +217,10 @@ pub(crate) async fn refuse(
         refusal.status,
         refusal.reason
     );
-    if handshake::refuse(&mut stream, refusal).await.is_ok() {
+    // Bounded: a refusal is small, but a client that never reads could
+    // still stall it behind a full window (or a TLS record).
+    let answer = handshake::refuse(&mut stream, refusal);
+    if let Some(Ok(())) = timeout(ANSWER_TIMEOUT, answer).await {
         linger(raw).await;
     }
 }

@@ -473,10 +473,8 @@ async fn refuse_early(
     let refusal = match read {
         Some(Ok(Err(refusal))) => refusal,
         Some(Ok(Ok(Head::Page { page, head_only }))) => {
-            if pages::serve(&mut stream, page, head_only, state)
-                .await
-                .is_ok()
-            {
+            let answer = pages::serve(&mut stream, page, head_only, state);
+            if let Some(Ok(())) = timeout(REFUSAL_READ, answer).await {
                 linger(raw).await;
             }
             return;
