@@ -265,7 +265,7 @@ fn a_tls_port_serves_its_pages_over_https_and_refuses_plain_websockets() {
 
     let health = https_get(addr, "/healthz", &ca);
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-    assert!(health.ends_with("ok\n"), "{health}");
+    assert!(health.ends_with("\r\n\r\nok"), "{health}");
     let page = https_get(addr, "/", &ca);
     assert!(page.starts_with("HTTP/1.1 200"), "{page:.200}");
     assert!(page.contains("text/html"), "{page:.200}");

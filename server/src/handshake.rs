@@ -222,12 +222,12 @@ fn bad_version() -> HttpRefusal {
 /// want to learn it: version, path, method, the upgrade headers, then
 /// `Host` and `Origin`. A returned upgrade has no leftover bytes yet.
 fn judge(req: &httparse::Request) -> Result<Head, HttpRefusal> {
-    if req.version != Some(1) {
-        return Err(bad_version());
-    }
     let target = req.path.unwrap_or("");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    if let Some(page) = Page::at(path) {
+    // A page is plain HTTP, 1.0 included (some health checkers still send
+    // it); a WebSocket upgrade belongs on the chat path only, so one aimed
+    // at a page's path is a 404 like any other path's.
+    if let Some(page) = Page::at(path).filter(|_| !asks_for_websocket(req)) {
         return match req.method {
             Some("GET") => Ok(Head::Page {
                 page,
@@ -245,6 +245,9 @@ fn judge(req: &httparse::Request) -> Result<Head, HttpRefusal> {
             .with("Allow", "GET, HEAD")),
         };
     }
+    if req.version != Some(1) {
+        return Err(bad_version());
+    }
     if path != CHAT_PATH {
         return Err(HttpRefusal::new(
             404,
@@ -253,6 +256,16 @@ fn judge(req: &httparse::Request) -> Result<Head, HttpRefusal> {
         ));
     }
     upgrade_on_chat_path(req, query).map(Head::Upgrade)
+}
+
+/// Whether the request carries `Upgrade: websocket`.
+fn asks_for_websocket(req: &httparse::Request) -> bool {
+    req.headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
 }
 
 /// The chat path: what a WebSocket upgrade must carry.
@@ -497,11 +510,16 @@ mod tests {
             ));
             let post = get.replacen("GET", "POST", 1);
             assert_eq!(status(&post), Some(405));
+            let http10 = get.replacen("HTTP/1.1", "HTTP/1.0", 1);
+            assert!(matches!(judge_head(&http10), Ok(Head::Page { .. })));
+            // An upgrade aimed at a page's path: 404, like any other path.
+            assert_eq!(status(&upgrade(path, "")), Some(404));
         }
     }
 
     #[test]
     fn refusals() {
+        assert_eq!(status(&upgrade("/", "")), Some(404));
         assert_eq!(status(&upgrade("/wsx", "")), Some(404));
         assert_eq!(
             status("GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n"),

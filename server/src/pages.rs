@@ -31,9 +31,9 @@ pub(crate) async fn serve(
             503,
             "Service Unavailable",
             "text/plain; charset=utf-8",
-            b"shutting down\n",
+            b"shutting down",
         ),
-        Page::Health => (200, "OK", "text/plain; charset=utf-8", b"ok\n"),
+        Page::Health => (200, "OK", "text/plain; charset=utf-8", b"ok"),
         Page::Metrics => {
             metrics = state.metrics.render(state.registry.counts().await);
             (200, "OK", crate::metrics::CONTENT_TYPE, metrics.as_bytes())

@@ -402,6 +402,12 @@ impl Registry {
                         {
                             room.publish(m.seq, m.frame.clone());
                             post.broadcast(room.members(), &m.frame, m.origin);
+                            if room.members().is_empty() {
+                                // Its sender left while it waited: the
+                                // message is the room's latest activity.
+                                let now = st.tick();
+                                st.rooms.touch_empty(&m.room, now);
+                            }
                         }
                         Ok(())
                     }

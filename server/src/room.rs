@@ -167,6 +167,9 @@ pub(crate) struct Rooms {
     empty: BTreeSet<(u64, Arc<str>)>,
     /// Name → member count of each room with members.
     occupied: BTreeMap<Arc<str>, usize>,
+    /// Room memberships, summed over rooms (kept, not summed, so that a
+    /// `/metrics` scrape costs nothing per room under the lock).
+    memberships: usize,
     /// `--max-rooms`: empty rooms retained at most.
     max_empty: usize,
 }
@@ -177,6 +180,7 @@ impl Rooms {
             by_name: HashMap::new(),
             empty: BTreeSet::new(),
             occupied: BTreeMap::new(),
+            memberships: 0,
             max_empty,
         }
     }
@@ -190,6 +194,24 @@ impl Rooms {
         self.by_name.insert(key.clone(), room);
         self.empty.insert((now, key));
         self.evict_past_bound()
+    }
+
+    /// Marks an empty room active now (a message published into it after
+    /// its last member left, while the message waited for its commit), so
+    /// it is evicted after rooms less recently active.
+    pub(crate) fn touch_empty(&mut self, name: &str, now: u64) {
+        let Some((key, room)) = self.by_name.get_key_value(name) else {
+            return;
+        };
+        if !room.members.is_empty() {
+            return;
+        }
+        let key = key.clone();
+        self.empty.remove(&(room.emptied_at, key.clone()));
+        self.empty.insert((now, key));
+        if let Some(room) = self.by_name.get_mut(name) {
+            room.emptied_at = now;
+        }
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&Room> {
@@ -221,6 +243,7 @@ impl Rooms {
         }
         if room.members.insert(id, outbox).is_none() {
             *self.occupied.entry(key).or_insert(0) += 1;
+            self.memberships += 1;
         }
         room
     }
@@ -236,6 +259,7 @@ impl Rooms {
         if room.members.remove(&id).is_none() {
             return Vec::new();
         }
+        self.memberships -= 1;
         if !room.members.is_empty() {
             if let Some(count) = self.occupied.get_mut(name) {
                 *count -= 1;
@@ -286,7 +310,7 @@ impl Rooms {
 
     /// Room memberships, summed over rooms.
     pub(crate) fn memberships(&self) -> usize {
-        self.occupied.values().sum()
+        self.memberships
     }
 }
 

@@ -207,15 +207,15 @@ impl Server {
             let winding = async {
                 state.shutdown.wait().await;
                 let cut_off = wind_down(&state).await;
-                state.registry.close_log().await;
                 stopped.trigger();
                 cut_off
             };
             futures::join!(accepting, winding).1
         };
         // The publisher ends when the writer thread does, which closing the
-        // log brings about: both halves finish.
-        let (cut_off, failed) = futures::join!(serving, publish(&state, commits));
+        // log (in `wind_down`) brings about, or at `stopped`: both halves
+        // finish.
+        let (cut_off, failed) = futures::join!(serving, publish(&state, commits, &stopped));
         match failed {
             Some(e) => Err(ServerError::HistoryWrite(e)),
             None => Ok(cut_off),
@@ -262,10 +262,26 @@ async fn open_log(
 async fn publish(
     state: &ServerState,
     commits: Option<async_channel::Receiver<Commit>>,
+    stopped: &Shutdown,
 ) -> Option<String> {
     let commits = commits?;
     let mut failed = None;
-    while let Ok(commit) = commits.recv().await {
+    loop {
+        // Normally the writer's hang-up ends this loop. `stopped` ends it
+        // too, should the writer hang (a stuck fsync) past the shutdown:
+        // what it reported by then is still taken.
+        let next = {
+            let recv = pin!(commits.recv());
+            let stop = pin!(stopped.wait());
+            match select(recv, stop).await {
+                Either::Left((Ok(commit), _)) => Some(commit),
+                Either::Left((Err(_), _)) => None,
+                Either::Right(((), _)) => commits.try_recv().ok(),
+            }
+        };
+        let Some(commit) = next else {
+            return failed;
+        };
         if let (Err(e), None) = (&commit.result, &failed) {
             log::error!("{e}: shutting down");
             failed = Some(e.to_string());
@@ -273,7 +289,6 @@ async fn publish(
         }
         state.registry.publish(&commit).await;
     }
-    failed
 }
 
 /// After the accept loop: commit and publish what was said, then tell the
@@ -291,16 +306,33 @@ async fn wind_down(state: &ServerState) -> usize {
         log::info!("shutting down: waiting for {live} connection(s) to finish");
     }
     let left_of_grace = grace.saturating_sub(started.elapsed());
-    if timeout(left_of_grace, state.tasks.wait_idle())
+    let cut_off = if timeout(left_of_grace, state.tasks.wait_idle())
         .await
         .is_none()
     {
         let left = state.tasks.live();
         log::warn!("shutdown grace period ({grace:?}) over; {left} connection(s) cut off");
-        return left;
+        left
+    } else {
+        0
+    };
+    // Closing the log waits for its writer to commit what it holds: bounded
+    // too (by what is left of the grace, and at least a second), so a disk
+    // that hangs cannot keep the process alive; the store recovers from its
+    // last commit on the next start.
+    let left_of_grace = grace
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(1));
+    if timeout(left_of_grace, state.registry.close_log())
+        .await
+        .is_none()
+    {
+        log::warn!("the history store did not close in time; exiting without it");
     }
-    log::info!("shutdown complete");
-    0
+    if cut_off == 0 {
+        log::info!("shutdown complete");
+    }
+    cut_off
 }
 
 impl ServerHandle {

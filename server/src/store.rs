@@ -182,6 +182,15 @@ impl Store {
             Ok(Err(e)) => return Err(damaged(e.to_string())),
             Err(_) => return Err(damaged("it could not be read".into())),
         };
+        // The file's own writes are synced by every commit; its name in the
+        // directory (and the directory's in its parent, when it was just
+        // made) is synced here, once, so a power loss soon after the first
+        // start cannot lose the file with acknowledged messages in it.
+        for entry in [Some(dir), dir.parent()].into_iter().flatten() {
+            if let Err(e) = std::fs::File::open(entry).and_then(|d| d.sync_all()) {
+                log::warn!("could not sync the directory {}: {e}", entry.display());
+            }
+        }
         let mut store = Store {
             db,
             history: history as u64,

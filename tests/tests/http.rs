@@ -11,7 +11,18 @@ const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 fn other_paths_get_404() {
     natter_runtime::block_on(async {
         let server = start(Config::local()).await;
-        for path in ["/wsx", "/ws/", "/chat", "/WS", "/index.html", "/ws2?nick=a"] {
+        // Upgrades aimed at the pages' paths too: only /ws upgrades.
+        for path in [
+            "/",
+            "/healthz",
+            "/metrics",
+            "/wsx",
+            "/ws/",
+            "/chat",
+            "/WS",
+            "/index.html",
+            "/ws2?nick=a",
+        ] {
             let resp = http_exchange(server.addr(), upgrade_request(path, "").as_bytes()).await;
             assert_eq!(resp.status, 404, "path {path}: {}", resp.head);
         }

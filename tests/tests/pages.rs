@@ -126,7 +126,7 @@ fn page_requests_hold_no_slot_once_answered() {
         // With the one slot taken, the health check is still answered (on
         // the refusal path), not refused as "full".
         let (head, body) = fetch(server.addr(), &get("/healthz")).await;
-        assert_eq!((head.status, body.as_slice()), (200, &b"ok\n"[..]));
+        assert_eq!((head.status, body.as_slice()), (200, &b"ok"[..]));
         chat.close().await;
         server.assert_idle().await;
     })
@@ -137,7 +137,7 @@ fn healthz_turns_503_once_shutdown_begins_while_the_server_still_answers() {
     natter_runtime::block_on(async {
         let mut server = start(Config::local()).await;
         let (head, body) = fetch(server.addr(), &get("/healthz")).await;
-        assert_eq!((head.status, body.as_slice()), (200, &b"ok\n"[..]));
+        assert_eq!((head.status, body.as_slice()), (200, &b"ok"[..]));
 
         // Connections opened before shutdown whose requests are sent after
         // it began: a server that is shutting down still reads a request
