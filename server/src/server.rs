@@ -287,7 +287,12 @@ async fn publish(
             failed = Some(e.to_string());
             state.shutdown.trigger();
         }
-        state.registry.publish(&commit).await;
+        // Messages published per lock hold: what the backlog lets a reader
+        // queue before it waits (a quarter of --queue; see `crate::backlog`).
+        let chunk = (state.config.queue / 4).max(1);
+        while state.registry.publish(&commit, chunk).await {
+            state.backlog.wait_clear().await;
+        }
     }
 }
 
