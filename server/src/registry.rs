@@ -386,8 +386,8 @@ impl Registry {
     /// At most `most` changes are published per call (one lock hold), so
     /// that one commit carrying thousands of messages does not flood every
     /// member's queue at once; the caller lets the writers catch up
-    /// between calls (`Backlog::wait_clear`), as a reader does between
-    /// requests. Returns whether changes this commit covers remain.
+    /// before each call (`Backlog::wait_clear`), as a reader does before
+    /// each request. Returns whether changes this commit covers remain.
     pub(crate) async fn publish(&self, commit: &Commit, most: usize) -> bool {
         let mut resolved = Vec::new();
         let more = {

@@ -796,7 +796,10 @@ fn a_commit_of_many_messages_drops_no_member_that_reads() {
                     "every connection ended after {oks} of {all} oks:\n{}",
                     server.stderr_text()
                 ),
-                None => panic!("no ok within {BOUND:?} after {oks}:\n{}", server.stderr_text()),
+                None => panic!(
+                    "no ok within {BOUND:?} after {oks}:\n{}",
+                    server.stderr_text()
+                ),
             }
         }
         // Everything is acknowledged: a graceful stop ends every socket.
@@ -812,7 +815,10 @@ fn a_commit_of_many_messages_drops_no_member_that_reads() {
                 seqs.len()
             );
         }
-        assert!(stopped.await.success(), "natter-server did not exit cleanly");
+        assert!(
+            stopped.await.success(),
+            "natter-server did not exit cleanly"
+        );
     });
 }
 
