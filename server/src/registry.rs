@@ -382,12 +382,20 @@ impl Registry {
     /// left no longer hears the room), then each waiting request is
     /// resolved, after the lock is released, so a sender's `ok` follows its
     /// message. A failed commit fails every request it covers instead.
-    pub(crate) async fn publish(&self, commit: &Commit) {
+    ///
+    /// At most `most` changes are published per call (one lock hold), so
+    /// that one commit carrying thousands of messages does not flood every
+    /// member's queue at once; the caller lets the writers catch up
+    /// before each call (`Backlog::wait_clear`), as a reader does before
+    /// each request. Returns whether changes this commit covers remain.
+    pub(crate) async fn publish(&self, commit: &Commit, most: usize) -> bool {
         let mut resolved = Vec::new();
-        {
+        let more = {
             let mut locked = self.lock().await;
             let (st, mut post) = locked.parts();
-            while st.pending.front().is_some_and(|p| p.op <= commit.through) {
+            while resolved.len() < most
+                && st.pending.front().is_some_and(|p| p.op <= commit.through)
+            {
                 let Some(pending) = st.pending.pop_front() else {
                     break;
                 };
@@ -414,11 +422,13 @@ impl Registry {
                 };
                 resolved.push((pending.done, outcome));
             }
-        }
+            st.pending.front().is_some_and(|p| p.op <= commit.through)
+        };
         for (done, outcome) in resolved {
             // The requester may have gone; then nobody needs the answer.
             let _ = done.send(outcome);
         }
+        more
     }
 
     /// Resolves once everything handed to the log so far is committed and

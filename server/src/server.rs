@@ -287,7 +287,21 @@ async fn publish(
             failed = Some(e.to_string());
             state.shutdown.trigger();
         }
-        state.registry.publish(&commit).await;
+        // Messages published per lock hold: what the backlog lets a reader
+        // queue before it waits (a quarter of --queue; see `crate::backlog`).
+        // The wait comes before *every* chunk, a commit's first included,
+        // as a reader's comes before every request: waiting only between
+        // one commit's chunks let a run of small commits (each fsync
+        // carries what arrived during the last one, often under a quarter
+        // of --queue) pile into writers that had not taken their last
+        // chunk yet, and members that read were dropped as slow consumers.
+        let chunk = (state.config.queue / 4).max(1);
+        loop {
+            state.backlog.wait_clear().await;
+            if !state.registry.publish(&commit, chunk).await {
+                break;
+            }
+        }
     }
 }
 

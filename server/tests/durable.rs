@@ -565,7 +565,7 @@ async fn burst_then_restart(dir: &Path, stop: Stop) {
     let tasks: Vec<_> = members
         .into_iter()
         .enumerate()
-        .map(|(conn, c)| spawn(pipeline(conn, c, progress_tx.clone())))
+        .map(|(conn, c)| spawn(pipeline(conn, c, BURST_SAYS, progress_tx.clone())))
         .collect();
     drop(progress_tx);
     let mut oks = 0;
@@ -688,14 +688,19 @@ async fn burst_then_restart(dir: &Path, stop: Stop) {
     assert_eq!(seq, last + 1, "the first say after the restart ({stop:?})");
 }
 
-/// One connection of a burst: sends [`BURST_SAYS`] says without waiting
-/// while it reads whatever comes, until the socket ends; reports each ok on
+/// One connection of a burst: sends `says` says without waiting while it
+/// reads whatever comes, until the socket ends; reports each ok on
 /// `progress`.
-async fn pipeline(conn: usize, c: Ws, progress: mpsc_async::UnboundedSender<()>) -> Burst {
+async fn pipeline(
+    conn: usize,
+    c: Ws,
+    says: usize,
+    progress: mpsc_async::UnboundedSender<()>,
+) -> Burst {
     let nick = burst_nick(conn);
     let (mut sink, mut stream) = c.ws.split();
     let send = async move {
-        for j in 0..BURST_SAYS {
+        for j in 0..says {
             let say =
                 json!({"type": "say", "room": BURST_ROOM, "text": burst_text(conn, j), "id": j});
             match timeout(BOUND, sink.send(Message::text(say.to_string()))).await {
@@ -747,6 +752,74 @@ async fn pipeline(conn: usize, c: Ws, progress: mpsc_async::UnboundedSender<()>)
         burst
     };
     futures::future::join(send, read).await.1
+}
+
+// ---------------------------------------------------------------------------
+// A commit of many messages, published at a pace members can take
+// ---------------------------------------------------------------------------
+
+/// Pipelining connections in the paced-publish test, and says each.
+const PACED_CONNECTIONS: usize = 30;
+const PACED_SAYS: usize = 20;
+
+/// Guarantee 4 with `--data-dir`: while one commit's `fsync` runs, every
+/// connection's next `say` queues behind it, so one commit can carry a
+/// message from each of 30 pipelining members — more than `--queue 16`.
+/// The publisher hands a commit's messages to the room a quarter of
+/// `--queue` at a time and lets the writers catch up in between, so every
+/// member, all of them reading, gets every message in order and none is
+/// dropped as a slow consumer: each gets all its oks, and hears all
+/// 30 × 20 messages, seq 1, 2, 3, … with no gap.
+#[test]
+fn a_commit_of_many_messages_drops_no_member_that_reads() {
+    let dir = TempDir::new("paced-publish");
+    natter_runtime::block_on(async {
+        let server = start(dir.path(), &["--queue", "16", "--history", "10"]);
+        let mut members = Vec::new();
+        for conn in 0..PACED_CONNECTIONS {
+            let mut c = connect(&server, &burst_nick(conn)).await;
+            c.ok(join(BURST_ROOM)).await;
+            members.push(c);
+        }
+        let (progress_tx, mut progress) = mpsc_async::unbounded();
+        let tasks: Vec<_> = members
+            .into_iter()
+            .enumerate()
+            .map(|(conn, c)| spawn(pipeline(conn, c, PACED_SAYS, progress_tx.clone())))
+            .collect();
+        drop(progress_tx);
+        let all = PACED_CONNECTIONS * PACED_SAYS;
+        for oks in 0..all {
+            match timeout(BOUND, progress.next()).await {
+                Some(Some(())) => {}
+                Some(None) => panic!(
+                    "every connection ended after {oks} of {all} oks:\n{}",
+                    server.stderr_text()
+                ),
+                None => panic!(
+                    "no ok within {BOUND:?} after {oks}:\n{}",
+                    server.stderr_text()
+                ),
+            }
+        }
+        // Everything is acknowledged: a graceful stop ends every socket.
+        let stopped = spawn_blocking(move || server.stop());
+        for task in tasks {
+            let burst = task.await;
+            let nick = burst_nick(burst.conn);
+            assert_eq!(burst.acked.len(), PACED_SAYS, "{nick} lost oks");
+            let seqs: Vec<u64> = burst.heard.iter().map(|m| m.seq).collect();
+            assert!(
+                seqs.iter().copied().eq(1..=all as u64),
+                "{nick} heard {} messages, not 1..={all} in order",
+                seqs.len()
+            );
+        }
+        assert!(
+            stopped.await.success(),
+            "natter-server did not exit cleanly"
+        );
+    });
 }
 
 // ---------------------------------------------------------------------------
