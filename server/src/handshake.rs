@@ -86,6 +86,9 @@ pub(crate) struct HttpRefusal {
     pub(crate) body: &'static str,
     /// The `reason` label of `natter_connections_refused_total`.
     pub(crate) kind: &'static str,
+    /// The request was a `HEAD`: the answer carries no body (its length
+    /// is still given).
+    pub(crate) head_only: bool,
 }
 
 impl HttpRefusal {
@@ -96,6 +99,7 @@ impl HttpRefusal {
             headers: Vec::new(),
             body,
             kind: "bad_request",
+            head_only: false,
         }
     }
 
@@ -176,7 +180,12 @@ pub(crate) async fn read_request(stream: &mut Stream) -> io::Result<Result<Head,
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => {
-                let verdict = judge(&req);
+                // A HEAD request's refusal is its status and headers alone.
+                let head_only = req.method == Some("HEAD");
+                let verdict = judge(&req).map_err(|refusal| HttpRefusal {
+                    head_only,
+                    ..refusal
+                });
                 return Ok(verdict.map(|head| match head {
                     Head::Upgrade(upgrade) => Head::Upgrade(Upgrade {
                         leftover: buf[len..].to_vec(),
@@ -383,7 +392,7 @@ pub(crate) async fn refuse(stream: &mut Stream, refusal: &HttpRefusal) -> io::Re
         content_type: "text/plain; charset=utf-8",
         headers: &refusal.headers,
         body: refusal.body.as_bytes(),
-        head_only: false,
+        head_only: refusal.head_only,
     };
     answer.write(stream).await
 }

@@ -91,6 +91,11 @@ fn other_paths_and_methods_get_404_and_405() {
             let resp = http_exchange(server.addr(), get(path).as_bytes()).await;
             assert_eq!(resp.status, 404, "{path}: {}", resp.head);
         }
+        // HEAD of a missing page: the status and headers, no body.
+        let (head, body) = fetch(server.addr(), &get("/nope").replacen("GET", "HEAD", 1)).await;
+        assert_eq!(head.status, 404, "{}", head.head);
+        assert!(head.header("content-length").is_some(), "{}", head.head);
+        assert!(body.is_empty(), "HEAD got a body: {body:?}");
         for path in ["/", "/healthz", "/metrics"] {
             let post = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
             let resp = http_exchange(server.addr(), post.as_bytes()).await;
