@@ -13,45 +13,28 @@
 //! Each child is bounded by [`WAIT`] (killed past it) and every wait here
 //! is bounded too.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Running, start_server_with};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use futures_rustls::TlsConnector;
-use natter_server::{Config, Server, ServerHandle};
+use natter_server::Config;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rustls_pki_types::ServerName;
 
 /// Longest a `natter chat` child may run.
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Running {
-    handle: ServerHandle,
-    task: natter_runtime::JoinHandle<usize>,
-}
-
 fn start_server() -> Running {
     start_server_with(Config {
         rate: 0,
         ..Config::local()
     })
-}
-
-fn start_server_with(config: Config) -> Running {
-    let server = natter_runtime::block_on(Server::bind(config)).expect("the server binds");
-    let handle = server.handle();
-    let task = natter_runtime::spawn(async move { server.run().await.expect("server runs") });
-    Running { handle, task }
-}
-
-impl Running {
-    fn stop(self) {
-        self.handle.shutdown();
-        let stopped = natter_runtime::block_on(natter_runtime::timeout(WAIT, self.task));
-        assert!(stopped.is_some(), "the server did not stop within {WAIT:?}");
-    }
 }
 
 /// What a finished child printed and how it exited.

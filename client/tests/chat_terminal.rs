@@ -12,6 +12,8 @@
 //! build and the machine is shared), and the pty is polled every
 //! [`POLL`]: there is nothing to await on a pty from a sync test.
 
+mod common;
+
 use std::io::Write;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,10 +24,11 @@ use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use futures::StreamExt;
 
+use common::{Running, start_server_with};
 use expectrl::Session;
 use natter::{Client, ConnectOptions};
 use natter_protocol::{Reply, Request, ServerMessage};
-use natter_server::{Config, Server, ServerHandle};
+use natter_server::Config;
 
 /// Longest wait for anything the client should print or do.
 const WAIT: Duration = Duration::from_secs(30);
@@ -36,32 +39,12 @@ const COLS: u16 = 120;
 const ROWS: u16 = 30;
 
 /// The real server, in process, on `listen` (port 0 for a free one).
-struct Running {
-    handle: ServerHandle,
-    task: natter_runtime::JoinHandle<usize>,
-}
-
 fn start_server(listen: &str) -> Running {
     start_server_with(Config {
         listen: listen.into(),
         rate: 0,
         ..Config::local()
     })
-}
-
-fn start_server_with(config: Config) -> Running {
-    let server = natter_runtime::block_on(Server::bind(config)).expect("the server binds");
-    let handle = server.handle();
-    let task = natter_runtime::spawn(async move { server.run().await.expect("server runs") });
-    Running { handle, task }
-}
-
-impl Running {
-    fn stop(self) {
-        self.handle.shutdown();
-        let stopped = natter_runtime::block_on(natter_runtime::timeout(WAIT, self.task));
-        assert!(stopped.is_some(), "the server did not stop within {WAIT:?}");
-    }
 }
 
 /// The other person: a library client in `room`.
