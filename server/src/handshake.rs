@@ -269,12 +269,18 @@ fn judge(req: &httparse::Request) -> Result<Head, HttpRefusal> {
 
 /// Whether the request carries `Upgrade: websocket`.
 fn asks_for_websocket(req: &httparse::Request) -> bool {
+    has_token(req, "upgrade", "websocket")
+}
+
+/// Whether a comma-separated header `name` lists `token` (both compared
+/// case-insensitively, as HTTP wants).
+fn has_token(req: &httparse::Request, name: &str, token: &str) -> bool {
     req.headers
         .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        .filter(|h| h.name.eq_ignore_ascii_case(name))
         .filter_map(|h| std::str::from_utf8(h.value).ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// The chat path: what a WebSocket upgrade must carry.
@@ -292,13 +298,7 @@ fn upgrade_on_chat_path(req: &httparse::Request, query: &str) -> Result<Upgrade,
             .filter_map(|h| std::str::from_utf8(h.value).ok())
             .collect::<Vec<_>>()
     };
-    let has_token = |name: &str, token: &str| {
-        header(name)
-            .iter()
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
+    if !asks_for_websocket(req) || !has_token(req, "connection", "upgrade") {
         return Err(HttpRefusal::new(
             426,
             "Upgrade Required",
