@@ -162,19 +162,9 @@ impl Metrics {
 
     /// Counts an ended WebSocket connection by how it closed.
     pub(crate) fn closed(&self, reason: CloseReason) {
-        let code = match reason {
-            CloseReason::PeerClosed => "peer",
-            CloseReason::Gone => "none",
-            CloseReason::Idle => "1000",
-            CloseReason::Shutdown => "1001",
-            CloseReason::ProtocolViolation => "1002",
-            CloseReason::Binary => "1003",
-            CloseReason::BadUtf8 => "1007",
-            CloseReason::SlowConsumer | CloseReason::Flooding => "1008",
-            CloseReason::TooBig => "1009",
-            CloseReason::Internal => "1011",
-        };
-        self.closed.get_or_create(&[("code", code)]).inc();
+        self.closed
+            .get_or_create(&[("code", close_label(reason))])
+            .inc();
     }
 
     /// Records how long a `say` took to reach every member's queue.
@@ -195,6 +185,24 @@ impl Metrics {
     }
 }
 
+/// The `code` label of a closed connection: the close code the server sent
+/// (`CloseReason::close_frame`; the test below holds the two together),
+/// `peer` when the client closed first, `none` when the socket failed.
+fn close_label(reason: CloseReason) -> &'static str {
+    match reason {
+        CloseReason::PeerClosed => "peer",
+        CloseReason::Gone => "none",
+        CloseReason::Idle => "1000",
+        CloseReason::Shutdown => "1001",
+        CloseReason::ProtocolViolation => "1002",
+        CloseReason::Binary => "1003",
+        CloseReason::BadUtf8 => "1007",
+        CloseReason::SlowConsumer | CloseReason::Flooding => "1008",
+        CloseReason::TooBig => "1009",
+        CloseReason::Internal => "1011",
+    }
+}
+
 fn gauge(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -203,6 +211,21 @@ fn gauge(n: usize) -> i64 {
 mod tests {
     use super::*;
     use crate::handshake::HttpRefusal;
+
+    #[test]
+    fn close_labels_are_the_codes_the_server_sends() {
+        for code in 1..=u8::MAX {
+            let Some(reason) = CloseReason::from_code(code) else {
+                continue;
+            };
+            let label = close_label(reason);
+            assert!(CLOSE_CODES.contains(&label), "{label}");
+            match reason.close_frame() {
+                Some((sent, _)) => assert_eq!(label, sent.0.to_string(), "{reason:?}"),
+                None => assert!(["peer", "none"].contains(&label), "{reason:?}"),
+            }
+        }
+    }
 
     #[test]
     fn every_refusal_kind_has_its_series_from_the_start() {
