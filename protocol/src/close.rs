@@ -21,6 +21,9 @@ impl CloseCode {
     pub const TOO_BIG: CloseCode = CloseCode(1009);
     /// The server failed while handling this connection.
     pub const INTERNAL: CloseCode = CloseCode(1011);
+    /// The node lost its broker (`--broker`): reconnect, to any node, and
+    /// recover with `since`.
+    pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
 }
 
 impl From<CloseCode> for u16 {
@@ -34,4 +37,5 @@ pub mod reason {
     pub const SLOW_CONSUMER: &str = "slow consumer";
     pub const FLOODING: &str = "flooding";
     pub const SHUTDOWN: &str = "server shutdown";
+    pub const TRY_AGAIN_LATER: &str = "try again later";
 }

@@ -32,7 +32,9 @@ compile_error!(
      `async-std` (the default) or `smol`"
 );
 
+mod broker;
 mod maybe_tls;
+pub use broker::redis;
 pub use maybe_tls::MaybeTls;
 
 #[cfg(all(feature = "async-std", not(feature = "smol")))]

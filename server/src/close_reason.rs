@@ -34,10 +34,13 @@ pub(crate) enum CloseReason {
     Shutdown,
     /// Nothing heard from the peer within the idle timeout: 1000.
     Idle,
+    /// This node lost its broker (or a room's order it could not repair):
+    /// what was queued goes out, then 1013, and the client reconnects.
+    TryAgainLater,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 11] = [
+    const ALL: [CloseReason; 12] = [
         CloseReason::PeerClosed,
         CloseReason::Gone,
         CloseReason::SlowConsumer,
@@ -49,6 +52,7 @@ impl CloseReason {
         CloseReason::Internal,
         CloseReason::Shutdown,
         CloseReason::Idle,
+        CloseReason::TryAgainLater,
     ];
 
     /// The reason stored as `code` (see [`CloseReason::code`]); `None` for 0,
@@ -79,6 +83,7 @@ impl CloseReason {
             CloseReason::Internal => (CloseCode::INTERNAL, "internal error"),
             CloseReason::Shutdown => (CloseCode::GOING_AWAY, reason::SHUTDOWN),
             CloseReason::Idle => (CloseCode::NORMAL, "idle timeout"),
+            CloseReason::TryAgainLater => (CloseCode::TRY_AGAIN_LATER, reason::TRY_AGAIN_LATER),
         })
     }
 

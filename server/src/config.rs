@@ -116,6 +116,38 @@ pub struct Config {
     )]
     pub tls_key: Option<std::path::PathBuf>,
 
+    /// Serve one chat together with every other server started with the
+    /// same Redis URL (redis://HOST:PORT[/DB]): clients may connect to any
+    /// of them; rooms, seqs, history, nicks and whispers span them all.
+    /// The server starts only once it reaches Redis; while it later cannot,
+    /// it closes its connections with 1013 and refuses upgrades (503) until
+    /// Redis is back. History then lives in Redis (not with --data-dir).
+    #[arg(
+        long,
+        env = "NATTER_BROKER",
+        value_name = "URL",
+        conflicts_with = "data_dir"
+    )]
+    pub broker: Option<String>,
+
+    /// Seconds after which the other nodes treat this one as dead if it
+    /// stops renewing its lease in the broker (a crash, a lost network):
+    /// its members then leave every room. With --broker.
+    #[arg(
+        long,
+        env = "NATTER_NODE_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 10.0
+    )]
+    pub node_timeout: f64,
+
+    /// This node's name in the broker (letters, digits, `_ - .`; at most
+    /// 64). A node restarted under the same name ends what its previous
+    /// life left at once, instead of after --node-timeout. Default: a
+    /// random name per start.
+    #[arg(long, env = "NATTER_NODE_ID", value_name = "NAME")]
+    pub node_id: Option<String>,
+
     /// Threads that run the connection tasks. One is the fastest setting
     /// for broadcast-heavy rooms on a small machine: a broadcast runs to
     /// completion before the writers drain their queues, so each socket
@@ -190,6 +222,18 @@ impl Config {
         secs(self.ping_interval)
     }
 
+    /// `--node-timeout` as a duration.
+    pub(crate) fn node_timeout(&self) -> Duration {
+        secs(self.node_timeout)
+    }
+
+    /// `--node-id`, or a random name for this start.
+    pub(crate) fn node_name(&self) -> String {
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| format!("node-{:016x}", fastrand::u64(..)))
+    }
+
     /// `--idle-timeout` as a duration.
     pub(crate) fn idle_timeout(&self) -> Duration {
         secs(self.idle_timeout)
@@ -221,6 +265,24 @@ impl Config {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("--tls-cert and --tls-key go together".into());
+        }
+        if !(self.node_timeout.is_finite() && self.node_timeout >= 0.2) {
+            return Err("--node-timeout must be a number of seconds >= 0.2".into());
+        }
+        if let Some(id) = &self.node_id
+            && (id.is_empty()
+                || id.len() > 64
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)))
+        {
+            return Err("--node-id must be 1-64 characters of A-Z a-z 0-9 _ - .".into());
+        }
+        if self.broker.is_some() && self.data_dir.is_some() {
+            return Err(
+                "--broker and --data-dir do not go together: with a broker, history lives in Redis"
+                    .into(),
+            );
         }
         if self.ping_interval <= 0.0 || self.idle_timeout <= 0.0 {
             return Err("--ping-interval and --idle-timeout must be above 0".into());

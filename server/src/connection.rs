@@ -143,6 +143,7 @@ async fn open(
         Some(Ok(Ok(Head::Upgrade(_)))) if state.shutdown.is_triggered() => {
             HttpRefusal::shutting_down()
         }
+        Some(Ok(Ok(Head::Upgrade(_)))) if !state.chat.is_up() => HttpRefusal::broker_unavailable(),
         Some(Ok(Ok(Head::Upgrade(upgrade)))) => {
             if let Err(e) = handshake::accept(&mut stream, &upgrade.key).await {
                 log::debug!("connection {id} from {peer}: could not complete upgrade: {e}");
@@ -242,22 +243,29 @@ async fn serve(
     // The one-off steps at either end of the connection are boxed, here and
     // below: an idle connection's task then holds only the state of the
     // steady part (about 170 bytes less per connection).
-    let nick = Box::pin(state.registry.connect(
-        id,
-        wanted_nick,
-        outbox.clone(),
-        |nick, nick_error| {
-            encode(&ServerMessage::Welcome(Welcome {
-                nick: nick.to_owned(),
-                protocol: PROTOCOL_VERSION,
-                server: SERVER_NAME.to_owned(),
-                limits,
-                nick_error,
-            }))
-        },
-    ))
+    let nick = Box::pin(
+        state
+            .chat
+            .connect(id, wanted_nick, outbox.clone(), |nick, nick_error| {
+                encode(&ServerMessage::Welcome(Welcome {
+                    nick: nick.to_owned(),
+                    protocol: PROTOCOL_VERSION,
+                    server: SERVER_NAME.to_owned(),
+                    limits,
+                    nick_error,
+                }))
+            }),
+    )
     .await;
-    log::debug!("connection {id} from {peer}: joined as {nick}");
+    match &nick {
+        Some(nick) => log::debug!("connection {id} from {peer}: joined as {nick}"),
+        None => {
+            // The broker went between the upgrade and now: no welcome, a
+            // 1013 close (the reader sees the closed outbox at once).
+            log::debug!("connection {id} from {peer}: broker unavailable, closing");
+            outbox.close(CloseReason::TryAgainLater);
+        }
+    }
 
     let reader = async {
         let reason = read_requests(stream, pings, id, &outbox, state).await;
@@ -274,7 +282,7 @@ async fn serve(
         // A `leave` is a broadcast too: when thousands drop at once, let
         // the woken writers keep up (see `crate::backlog`).
         state.backlog.wait_clear().await;
-        state.registry.disconnect(id).await;
+        state.chat.disconnect(id).await;
         reason
     };
     let writer = crate::writer::run(sink, &outbox, &state.metrics.deliveries);
@@ -334,7 +342,7 @@ async fn read_requests(
 ) -> CloseReason {
     let config = &state.config;
     let handler = Handler {
-        registry: &state.registry,
+        chat: &state.chat,
         metrics: &state.metrics,
         id,
         max_text_bytes: config.max_text_bytes,

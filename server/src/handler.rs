@@ -11,10 +11,10 @@ use natter_protocol::{
     ErrorCode, Id, Request, decode_request, encode_error, encode_join_ok_spliced, encode_ok,
 };
 
+use crate::chat::Chat;
 use crate::conn_id::ConnId;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
 
 /// An error reply's code and human-readable message.
 struct Refusal {
@@ -44,7 +44,7 @@ impl From<ErrorCode> for Refusal {
 /// What a connection needs to handle its requests.
 pub(crate) struct Handler<'a> {
     /// Where requests are carried out.
-    pub(crate) registry: &'a Registry,
+    pub(crate) chat: &'a Chat,
     /// Counts each `say` and how long it took to reach the room.
     pub(crate) metrics: &'a Metrics,
     /// The connection whose requests these are.
@@ -71,7 +71,7 @@ impl Handler<'_> {
     }
 
     async fn dispatch(&self, request: Request, id: Option<&Id>) -> Result<Frame, Refusal> {
-        let reg = self.registry;
+        let reg = self.chat;
         let ok = |reply: Reply| Frame::from(encode_ok(id, &reply));
         Ok(match request {
             Request::Nick { nick } => {

@@ -163,6 +163,18 @@ impl HttpRefusal {
             .with("Retry-After", "5")
             .kind("shutting_down")
     }
+
+    /// The answer while this node cannot reach its broker (`--broker`): it
+    /// cannot serve a chat it cannot hear; another node may.
+    pub(crate) fn broker_unavailable() -> Self {
+        HttpRefusal::new(
+            503,
+            "Service Unavailable",
+            "this node cannot reach its broker, try again later\n",
+        )
+        .with("Retry-After", "2")
+        .kind("broker")
+    }
 }
 
 /// Reads the request head and judges it. `Err` is an I/O failure or EOF

@@ -51,8 +51,10 @@
 mod backlog;
 mod broadcast;
 mod cap;
+mod chat;
 mod close_reason;
 mod closing;
+mod cluster;
 mod config;
 mod conn_id;
 mod connection;
@@ -80,6 +82,7 @@ mod tasks;
 mod tls;
 mod writer;
 
+pub use cluster::BrokerStartError;
 pub use config::Config;
 pub use registry::RegistryCounts;
 pub use server::{Server, ServerError, ServerHandle, Stats};

@@ -29,19 +29,20 @@ pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8"
 
 /// The `reason` labels of `natter_connections_refused_total`: the kinds of
 /// `HttpRefusal`, and a TLS handshake that did not complete.
-const REFUSALS: [&str; 7] = [
+const REFUSALS: [&str; 8] = [
     "full",
     "per_address",
     "origin",
     "shutting_down",
+    "broker",
     "timeout",
     "bad_request",
     "tls",
 ];
 
 /// The `code` labels of `natter_connections_closed_total`.
-const CLOSE_CODES: [&str; 10] = [
-    "peer", "none", "1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011",
+const CLOSE_CODES: [&str; 11] = [
+    "peer", "none", "1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011", "1013",
 ];
 
 /// A label set with one label: which refusal, which close code.
@@ -200,6 +201,7 @@ fn close_label(reason: CloseReason) -> &'static str {
         CloseReason::SlowConsumer | CloseReason::Flooding => "1008",
         CloseReason::TooBig => "1009",
         CloseReason::Internal => "1011",
+        CloseReason::TryAgainLater => "1013",
     }
 }
 
@@ -235,6 +237,7 @@ mod tests {
             HttpRefusal::forbidden_origin(),
             HttpRefusal::too_many_from_address(),
             HttpRefusal::shutting_down(),
+            HttpRefusal::broker_unavailable(),
         ] {
             assert!(REFUSALS.contains(&refusal.kind), "{}", refusal.kind);
         }

@@ -33,9 +33,17 @@ pub(crate) async fn serve(
             "text/plain; charset=utf-8",
             b"shutting down",
         ),
+        // A node cut off from its broker refuses upgrades: the balancer
+        // should send clients elsewhere until it is back.
+        Page::Health if !state.chat.is_up() => (
+            503,
+            "Service Unavailable",
+            "text/plain; charset=utf-8",
+            b"broker unavailable",
+        ),
         Page::Health => (200, "OK", "text/plain; charset=utf-8", b"ok"),
         Page::Metrics => {
-            metrics = state.metrics.render(state.registry.counts().await);
+            metrics = state.metrics.render(state.chat.counts().await);
             (200, "OK", crate::metrics::CONTENT_TYPE, metrics.as_bytes())
         }
     };

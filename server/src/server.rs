@@ -33,8 +33,11 @@ use futures::FutureExt;
 use futures::future::{Either, select};
 use natter_runtime::{TcpListener, sleep, spawn, timeout};
 
+use crate::backlog::Backlog;
 use crate::cap::{ConnectionCap, Slot};
+use crate::chat::Chat;
 use crate::closing::linger;
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::config::Config;
 use crate::connection;
 use crate::disk_log::DiskLog;
@@ -81,6 +84,9 @@ pub enum ServerError {
     /// The history store (`--data-dir`) could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The broker (`--broker`) could not be used at start.
+    #[error(transparent)]
+    Broker(#[from] crate::cluster::BrokerStartError),
     /// The TLS certificate or key (`--tls-cert`, `--tls-key`) is unusable.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -140,18 +146,11 @@ impl Server {
             addr: config.listen.clone(),
             source,
         })?;
-        let (log, commits, stored) = open_log(&config).await?;
+        let backlog = Arc::<Backlog>::default();
+        let (chat, commits) = open_chat(&config, &backlog).await?;
         let state = ServerState {
             limits: config.limits(),
-            registry: Registry::new(
-                RegistryConfig {
-                    history: config.history,
-                    max_rooms: config.max_rooms,
-                    max_rooms_per_connection: config.max_rooms_per_connection,
-                },
-                log,
-                stored,
-            ),
+            chat,
             shutdown: Shutdown::new(),
             closing: Shutdown::new(),
             cap: ConnectionCap::new(config.max_connections),
@@ -162,7 +161,7 @@ impl Server {
             refused_addresses: LogLimit::new(REFUSAL_LOG_WINDOW),
             tasks: TaskTracker::new(),
             ws_config: websocket_config(&config),
-            backlog: Arc::default(),
+            backlog,
             metrics: Metrics::new(),
             tls,
             config,
@@ -213,14 +212,56 @@ impl Server {
             futures::join!(accepting, winding).1
         };
         // The publisher ends when the writer thread does, which closing the
-        // log (in `wind_down`) brings about, or at `stopped`: both halves
-        // finish.
-        let (cut_off, failed) = futures::join!(serving, publish(&state, commits, &stopped));
+        // log (in `wind_down`) brings about, or at `stopped`; a cluster
+        // node's broker session ends at `stopped` too: all of them finish.
+        let broker = async {
+            if let Some(cluster) = state.chat.cluster() {
+                cluster.run(&stopped).await;
+            }
+        };
+        let (cut_off, failed, ()) =
+            futures::join!(serving, publish(&state, commits, &stopped), broker);
         match failed {
             Some(e) => Err(ServerError::HistoryWrite(e)),
             None => Ok(cut_off),
         }
     }
+}
+
+/// Opens the chat: a node of the cluster behind `--broker`, or this
+/// process's own registry, with history where `--data-dir` says (and the
+/// history writer's commit reports, for the publisher).
+async fn open_chat(
+    config: &Config,
+    backlog: &Arc<Backlog>,
+) -> Result<(Chat, Option<async_channel::Receiver<Commit>>), ServerError> {
+    if let Some(url) = &config.broker {
+        let cluster = Cluster::start(
+            ClusterConfig {
+                url: url.clone(),
+                node: config.node_name(),
+                node_timeout: config.node_timeout(),
+                history: config.history,
+                max_rooms: config.max_rooms,
+                max_rooms_per_connection: config.max_rooms_per_connection,
+                queue: config.queue,
+            },
+            backlog.clone(),
+        )
+        .await?;
+        return Ok((Chat::Cluster(cluster), None));
+    }
+    let (log, commits, stored) = open_log(config).await?;
+    let registry = Registry::new(
+        RegistryConfig {
+            history: config.history,
+            max_rooms: config.max_rooms,
+            max_rooms_per_connection: config.max_rooms_per_connection,
+        },
+        log,
+        stored,
+    );
+    Ok((Chat::Alone(registry), commits))
 }
 
 /// Opens where history lives: the store in `--data-dir` (on the blocking
@@ -298,7 +339,10 @@ async fn publish(
         let chunk = (state.config.queue / 4).max(1);
         loop {
             state.backlog.wait_clear().await;
-            if !state.registry.publish(&commit, chunk).await {
+            let Some(registry) = state.chat.registry() else {
+                break;
+            };
+            if !registry.publish(&commit, chunk).await {
                 break;
             }
         }
@@ -311,7 +355,13 @@ async fn publish(
 async fn wind_down(state: &ServerState) -> usize {
     let grace = state.config.shutdown_grace();
     let started = Instant::now();
-    if timeout(grace, state.registry.flush()).await.is_none() {
+    let flushed = async {
+        match state.chat.registry() {
+            Some(registry) => registry.flush().await,
+            None => Ok(()),
+        }
+    };
+    if timeout(grace, flushed).await.is_none() {
         log::warn!("shutdown grace period ({grace:?}) over before history was committed");
     }
     state.closing.trigger();
@@ -337,11 +387,15 @@ async fn wind_down(state: &ServerState) -> usize {
     let left_of_grace = grace
         .saturating_sub(started.elapsed())
         .max(Duration::from_secs(1));
-    if timeout(left_of_grace, state.registry.close_log())
-        .await
-        .is_none()
-    {
-        log::warn!("the history store did not close in time; exiting without it");
+    let closed = async {
+        match &state.chat {
+            Chat::Alone(registry) => registry.close_log().await,
+            // Nobody need wait for this node's lease to lapse.
+            Chat::Cluster(cluster) => cluster.leave_cluster().await,
+        }
+    };
+    if timeout(left_of_grace, closed).await.is_none() {
+        log::warn!("the history store (or broker) did not close in time; exiting without it");
     }
     if cut_off == 0 {
         log::info!("shutdown complete");
@@ -376,7 +430,7 @@ impl ServerHandle {
             slots_in_use: self.state.cap.in_use(),
             tasks: self.state.tasks.live(),
             per_ip_addresses: self.state.per_ip.addresses(),
-            registry: self.state.registry.counts().await,
+            registry: self.state.chat.counts().await,
         }
     }
 }
@@ -451,7 +505,7 @@ async fn accept_loop(listener: &TcpListener, state: &Arc<ServerState>, stopped: 
                 if AssertUnwindSafe(run).catch_unwind().await.is_err() {
                     log::error!("connection {id} ({peer}): task panicked");
                 }
-                state.registry.disconnect(id).await;
+                state.chat.disconnect(id).await;
             });
         } else {
             drop(ip_slot);

@@ -7,12 +7,12 @@ use natter_protocol::Limits;
 
 use crate::backlog::Backlog;
 use crate::cap::ConnectionCap;
+use crate::chat::Chat;
 use crate::config::Config;
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::origin::OriginPolicy;
 use crate::per_ip::PerIpCap;
-use crate::registry::Registry;
 use crate::shutdown::Shutdown;
 use crate::tasks::TaskTracker;
 
@@ -22,8 +22,9 @@ pub(crate) struct ServerState {
     pub(crate) config: Config,
     /// The limits announced in every `welcome`, computed once.
     pub(crate) limits: Limits,
-    /// Who is connected and in which rooms: the shared state.
-    pub(crate) registry: Registry,
+    /// Who is connected and in which rooms: the shared state (this
+    /// process's registry, or the cluster's broker).
+    pub(crate) chat: Chat,
     /// Set once to stop taking connections: the accept loop ends and
     /// handshakes in progress are refused.
     pub(crate) shutdown: Shutdown,
