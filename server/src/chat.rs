@@ -139,6 +139,20 @@ impl Chat {
         }
     }
 
+    /// Resolves once everything said before is delivered here (committed
+    /// and published with `--data-dir`; come back over the bus in a
+    /// cluster): what a graceful shutdown waits for.
+    pub(crate) async fn flush(&self) {
+        match self {
+            Chat::Alone(r) => {
+                // A failed commit was logged where it happened; nothing
+                // more to deliver either way.
+                let _ = r.flush().await;
+            }
+            Chat::Cluster(c) => c.flush().await,
+        }
+    }
+
     /// Users, rooms and memberships (this node's own, in a cluster).
     pub(crate) async fn counts(&self) -> RegistryCounts {
         match self {

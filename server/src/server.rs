@@ -355,13 +355,7 @@ async fn publish(
 async fn wind_down(state: &ServerState) -> usize {
     let grace = state.config.shutdown_grace();
     let started = Instant::now();
-    let flushed = async {
-        match state.chat.registry() {
-            Some(registry) => registry.flush().await,
-            None => Ok(()),
-        }
-    };
-    if timeout(grace, flushed).await.is_none() {
+    if timeout(grace, state.chat.flush()).await.is_none() {
         log::warn!("shutdown grace period ({grace:?}) over before history was committed");
     }
     state.closing.trigger();

@@ -8,6 +8,8 @@
 //! ```text
 //! kind \n room \n ev \n node \n conn \n frame
 //! ```
+//!
+//! (`bus_marker` below writes the one payload a node publishes itself.)
 
 use crate::conn_id::ConnId;
 
@@ -25,6 +27,10 @@ pub(crate) enum Kind {
     Rename,
     /// A whisper for the subject alone; no room, no event number.
     Whisper,
+    /// A marker a node publishes to itself (the subject's `conn` is its
+    /// number): once it arrives, every event published before it has too.
+    /// What a graceful shutdown waits for before saying goodbye.
+    Marker,
 }
 
 /// One parsed payload, borrowing from it.
@@ -56,6 +62,7 @@ pub(crate) fn parse(payload: &[u8]) -> Option<Event<'_>> {
         "l" => Kind::Leave,
         "r" => Kind::Rename,
         "w" => Kind::Whisper,
+        "k" => Kind::Marker,
         _ => return None,
     };
     Some(Event {
@@ -66,6 +73,11 @@ pub(crate) fn parse(payload: &[u8]) -> Option<Event<'_>> {
         conn: parts.next()?.parse().ok()?,
         frame: parts.next()?,
     })
+}
+
+/// The payload of marker `number` for `node` (see [`Kind::Marker`]).
+pub(crate) fn marker(node: &str, number: u64) -> String {
+    format!("k\n\n0\n{node}\n{number}\n")
 }
 
 #[cfg(test)]
@@ -81,6 +93,9 @@ mod tests {
         assert_eq!(e.frame, "{\"type\":\"message\",\"text\":\"a\\nb\"}");
         let w = parse(b"w\n\n0\nn2\n5\n{}").unwrap();
         assert_eq!((w.kind, w.room, w.ev, w.conn), (Kind::Whisper, "", 0, 5));
+        let k = marker("n3", 9);
+        let k = parse(k.as_bytes()).unwrap();
+        assert_eq!((k.kind, k.node, k.conn, k.frame), (Kind::Marker, "n3", 9, ""));
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub(crate) struct Local {
     /// Rooms whose order this node follows: those with local members, and
     /// those a local request waits on.
     rooms: HashMap<Arc<str>, Followed>,
+    /// Markers this node published and waits to see come back (see
+    /// `bus::Kind::Marker`), by number.
+    markers: HashMap<u64, oneshot::Sender<bool>>,
 }
 
 /// One local connection.
@@ -78,8 +81,16 @@ impl Local {
     /// `me` is this node's id.
     pub(crate) fn apply(&mut self, post: &mut Post<'_>, event: &Event<'_>, me: &str) -> Applied {
         let subject = (event.node == me).then_some(event.conn);
-        if event.kind == Kind::Whisper {
-            return self.whisper(post, subject, event.frame);
+        match event.kind {
+            Kind::Whisper => return self.whisper(post, subject, event.frame),
+            Kind::Marker => {
+                let Some(tell) = subject.and_then(|n| self.markers.remove(&n)) else {
+                    return Applied::Skipped;
+                };
+                let _ = tell.send(true);
+                return Applied::Delivered;
+            }
+            _ => {}
         }
         let room = match self.rooms.get_mut(event.room) {
             Some(room) => room,
@@ -151,6 +162,13 @@ impl Local {
         Some(told)
     }
 
+    /// Waits for marker `number` to come back over the bus.
+    pub(crate) fn wait_for_marker(&mut self, number: u64) -> oneshot::Receiver<bool> {
+        let (tell, told) = oneshot::channel();
+        self.markers.insert(number, tell);
+        told
+    }
+
     /// The rooms followed and the last event delivered in each: what a
     /// node checks against the broker after its subscription was lost.
     pub(crate) fn followed(&self) -> Vec<(Arc<str>, u64)> {
@@ -189,6 +207,8 @@ impl Local {
             followed.resolve(false);
         }
         self.rooms.clear();
+        // Dropped senders: those waits fail.
+        self.markers.clear();
         std::mem::take(&mut self.users).len()
     }
 

@@ -124,6 +124,8 @@ pub(crate) struct Cluster {
     /// that sees it change while its script ran asks for its room to be
     /// checked, since its event may have been published in the gap.
     generation: AtomicU64,
+    /// The number of the next marker this node publishes (see `flush`).
+    markers: AtomicU64,
     /// Rooms whose order a request wants checked against the broker.
     resync: (
         async_channel::Sender<Arc<str>>,
@@ -163,6 +165,7 @@ impl Cluster {
             up: AtomicBool::new(false),
             local: Mutex::new(Local::default()),
             generation: AtomicU64::new(0),
+            markers: AtomicU64::new(1),
             resync: async_channel::unbounded(),
             trouble: event_listener::Event::new(),
             first: std::sync::Mutex::new(None),
@@ -416,6 +419,28 @@ impl Cluster {
         self.checked(sent)
             .map_err(|_| ErrorCode::Internal)?
             .ok_or(ErrorCode::NoSuchUser)
+    }
+
+    /// Resolves once every event published before it was called has been
+    /// delivered here (it publishes a marker and waits for it to come
+    /// back): what a graceful shutdown waits for before it tells anyone
+    /// goodbye, so a message acknowledged anywhere before the shutdown
+    /// reaches this node's members too (guarantee 5). Bounded by the
+    /// caller; a lost broker ends it at once.
+    pub(crate) async fn flush(&self) {
+        let number = self.markers.fetch_add(1, Ordering::Relaxed);
+        let back = self.local.lock().await.wait_for_marker(number);
+        let Ok(mut c) = self.link() else {
+            return;
+        };
+        let published: Result<i64, _> = redis::cmd("PUBLISH")
+            .arg(delivery::BUS)
+            .arg(bus::marker(&self.config.node, number))
+            .query_async(&mut c)
+            .await;
+        if published.is_ok() {
+            let _ = back.await;
+        }
     }
 
     /// Rooms with members on any node, sorted by name.
