@@ -25,20 +25,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# `bench/run.sh --print-args SCENARIO` prints that scenario's load
+# arguments (bench/cluster.sh runs the same loads against several nodes).
+if [ "${1:-}" = --print-args ]; then
+  print_only=$2
+  set -- 1 "$2"
+fi
 repeats=${1:-3}
 shift || true
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout-small fanout-large fanout-xl rooms says conns conns-10k ramp)
 
-cargo build --release -q -p natter-server -p natter
-load_bin=target/release/natter
-out_dir=bench/results/$(date -u +%Y%m%dT%H%M%SZ)
-servers=(${SERVERS:-current=target/release/natter-server})
-for s in "${servers[@]}"; do mkdir -p "$out_dir/${s%%=*}"; done
-
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
-trap stop_server EXIT
 
 args_for() {
   case "$1" in
@@ -63,6 +60,21 @@ args_for() {
     *) echo "unknown scenario $1" >&2; exit 2 ;;
   esac
 }
+
+if [ -n "${print_only:-}" ]; then
+  args_for "$print_only"
+  exit 0
+fi
+
+cargo build --release -q -p natter-server -p natter
+load_bin=target/release/natter
+out_dir=bench/results/$(date -u +%Y%m%dT%H%M%SZ)
+servers=(${SERVERS:-current=target/release/natter-server})
+for s in "${servers[@]}"; do mkdir -p "$out_dir/${s%%=*}"; done
+
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+trap stop_server EXIT
 
 tls_cert=$out_dir/cert.pem tls_key=$out_dir/key.pem
 case " ${scenarios[*]} " in

@@ -3,7 +3,7 @@
 //! Outside code uses four things: [`Config`] (the options), [`Server`]
 //! (bind, then run until shut down), [`ServerHandle`] (shut it down, read
 //! its [`Stats`]), and the errors they name ([`ServerError`],
-//! [`StoreError`], [`TlsError`]). Everything else is private; where to find each part of
+//! [`StoreError`], [`TlsError`], [`BrokerStartError`]). Everything else is private; where to find each part of
 //! the design:
 //! - accept loop, connection cap use, shutdown path: `server`; what the
 //!   connection tasks share: `state`
@@ -34,6 +34,13 @@
 //!   client itself is `web/index.html`; the counters: `metrics`
 //! - TLS (`--tls-cert`, `--tls-key`): the acceptor in `tls`, a socket that
 //!   is plain or TLS in `stream`
+//! - several nodes, one chat (`--broker`): `chat` picks the registry or
+//!   the cluster for every request; `cluster` holds the node's side of it —
+//!   the requests as atomic scripts in Redis (`cluster/requests.rs`,
+//!   `cluster/scripts.rs`, `cluster/lua/`), the bus delivered in each
+//!   room's order (`cluster/delivery.rs`, `cluster/bus.rs`,
+//!   `cluster/local.rs`), leases, reaping and losing the broker
+//!   (`cluster/session.rs`)
 //!
 //! The modules form no import circle: `server` → `connection` → `handler`
 //! → `registry` → `broadcast` → `outbox` → `backlog`, each only looking
@@ -43,7 +50,10 @@
 //! only the server, which chooses the log, does; `frame`, `conn_id`,
 //! `close_reason`, `origin`, `per_ip`, `log_limit`, `stream` and `tls`
 //! are leaves; `metrics` only reads `close_reason` and the registry's
-//! counts; `pages` sits beside `connection`, under `state`
+//! counts; `pages` sits beside `connection`, under `state`; `chat` sits
+//! above `registry` and `cluster`, which never name each other, and inside
+//! `cluster` every file looks down to `node` (the shared state), `local`,
+//! `scripts` and `bus`
 //! (`python3 .ci/import_graph.py server/src` prints the graph).
 
 #![warn(missing_docs)]

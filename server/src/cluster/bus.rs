@@ -13,6 +13,9 @@
 
 use crate::conn_id::ConnId;
 
+/// The channel every script publishes on (and `lua/prelude.lua` names).
+pub(crate) const BUS: &str = "natter:bus";
+
 /// What an event does, besides being delivered to the room's members.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -95,7 +98,10 @@ mod tests {
         assert_eq!((w.kind, w.room, w.ev, w.conn), (Kind::Whisper, "", 0, 5));
         let k = marker("n3", 9);
         let k = parse(k.as_bytes()).unwrap();
-        assert_eq!((k.kind, k.node, k.conn, k.frame), (Kind::Marker, "n3", 9, ""));
+        assert_eq!(
+            (k.kind, k.node, k.conn, k.frame),
+            (Kind::Marker, "n3", 9, "")
+        );
     }
 
     #[test]

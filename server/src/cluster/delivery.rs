@@ -22,13 +22,10 @@ use futures::{FutureExt, StreamExt};
 use natter_runtime::redis::Msg;
 use natter_runtime::redis::aio::{MultiplexedConnection, PubSubStream};
 
-use super::Cluster;
-use super::bus;
+use super::bus::{self, BUS};
 use super::local::Applied;
+use super::node::Cluster;
 use super::scripts::{BrokerError, Repair};
-
-/// The bus channel every script publishes on.
-pub(crate) const BUS: &str = "natter:bus";
 
 impl Cluster {
     /// Delivers the bus until the subscription is lost and cannot be made

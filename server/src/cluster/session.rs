@@ -9,30 +9,79 @@
 //! half of it for the lease to lapse, a quarter until someone looks.
 
 use std::pin::pin;
-use std::sync::PoisonError;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use async_lock::Mutex;
+
 use futures::future::{Either, select};
-use natter_runtime::redis::aio::{MultiplexedConnection, PubSubStream};
+use natter_runtime::redis::{
+    self,
+    aio::{MultiplexedConnection, PubSubStream},
+};
 use natter_runtime::{sleep, timeout};
 
-use super::delivery::BUS;
-use super::scripts::BrokerError;
-use super::{CONNECT_TIMEOUT, Cluster, RESPONSE_TIMEOUT};
+use super::bus::BUS;
+use super::node::{
+    BrokerStartError, CONNECT_TIMEOUT, Cluster, ClusterConfig, Link, RESPONSE_TIMEOUT,
+};
+use super::scripts::{Bounds, BrokerError, Scripts};
+use crate::backlog::Backlog;
 use crate::shutdown::Shutdown;
 
-/// A connection to the broker and a subscription to its bus, with this
-/// node registered.
-pub(crate) struct Link {
-    conn: MultiplexedConnection,
-    events: PubSubStream,
-}
+use super::local::Local;
 
 /// How long a node waits between attempts while the broker is lost.
 const RETRY: Duration = Duration::from_secs(1);
 
 impl Cluster {
+    /// Connects to the broker and registers this node: the server starts
+    /// only once it can serve.
+    pub(crate) async fn start(
+        config: ClusterConfig,
+        backlog: Arc<Backlog>,
+    ) -> Result<Cluster, BrokerStartError> {
+        let client =
+            redis::Client::open(config.url.as_str()).map_err(|e| BrokerStartError::Url {
+                url: config.url.clone(),
+                reason: e.to_string(),
+            })?;
+        let cluster = Cluster {
+            bounds: Bounds {
+                history: config.history,
+                max_rooms: config.max_rooms,
+            },
+            client,
+            scripts: Scripts::new(),
+            epoch_prefix: format!("{:08x}", fastrand::u32(..)),
+            link: RwLock::new(None),
+            up: AtomicBool::new(false),
+            local: Mutex::new(Local::default()),
+            generation: AtomicU64::new(0),
+            markers: AtomicU64::new(1),
+            resync: async_channel::unbounded(),
+            trouble: event_listener::Event::new(),
+            first: std::sync::Mutex::new(None),
+            backlog,
+            config,
+        };
+        let link = cluster
+            .link_up()
+            .await
+            .map_err(|e| BrokerStartError::Unreachable {
+                url: cluster.config.url.clone(),
+                reason: e.to_string(),
+            })?;
+        *cluster.first.lock().unwrap_or_else(PoisonError::into_inner) = Some(link);
+        log::info!(
+            "node {} joined the cluster at {}",
+            cluster.config.node,
+            cluster.config.url
+        );
+        Ok(cluster)
+    }
+
     /// Connects, subscribes to the bus, then registers (which reaps what an
     /// earlier life of this node left): subscribed first, so no event after
     /// the registration is missed.
