@@ -202,7 +202,7 @@ async fn scenario(c: Arc<Churn>) -> Result<(), String> {
     *lock(&c.observer_sender) = Some(sender);
     natter_runtime::spawn(c.clone().observe(receiver));
 
-    let cpu_start = CpuSnapshot::take(ctx.server_pid);
+    let cpu_start = CpuSnapshot::take(&ctx.server_pids);
     let total = (c.p.duration.as_secs_f64() * c.p.rate).ceil() as u64;
     ctx.progress.count("cycles", total);
     let permits = Arc::new(Semaphore::new(c.p.concurrency));
@@ -229,7 +229,7 @@ async fn scenario(c: Arc<Churn>) -> Result<(), String> {
     for _ in 0..c.p.concurrency {
         std::mem::forget(permits.acquire().await);
     }
-    *lock(&c.cpu) = Some((cpu_start, CpuSnapshot::take(ctx.server_pid)));
+    *lock(&c.cpu) = Some((cpu_start, CpuSnapshot::take(&ctx.server_pids)));
     ctx.progress
         .spin("waiting", "for the observer's presence events");
     let g = c.clone();

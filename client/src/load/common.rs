@@ -38,9 +38,11 @@ pub struct CommonArgs {
 
     /// PID of the server process (on this machine): adds its CPU time used
     /// in the measured window (CPU per delivery) and its resident memory
-    /// (VmRSS) to the report, read from /proc.
+    /// (VmRSS) to the report, read from /proc. May be repeated, one per
+    /// node of a cluster: CPU and memory are then summed over the processes
+    /// (CPU per delivery and memory per connection are the cluster's).
     #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
 
     /// Most connection handshakes (connect + upgrade + welcome + join) in
     /// progress at once. More than the server needs to reach its connect
@@ -94,11 +96,7 @@ pub async fn setup(
     connections: usize,
     findings: &mut Findings,
 ) -> Result<Arc<Ctx>, ExitCode> {
-    if let Some(pid) = common.server_pid.filter(|&pid| !sys::process_exists(pid)) {
-        return Err(usage(&format!(
-            "--server-pid {pid}: no such process readable in /proc"
-        )));
-    }
+    check_pids(&common.server_pid)?;
     if let Some(d) = common.deadline {
         seconds("--deadline", d, false)?;
     }
@@ -163,13 +161,29 @@ pub async fn setup(
         url: common.url.clone(),
         source_ips: common.source_ips,
         in_flight: common.in_flight as usize,
-        server_pid: common.server_pid,
+        server_pids: common.server_pid.clone(),
         tls,
         run_id,
         welcome: probe.welcome,
         progress,
         stop: AtomicBool::new(false),
     }))
+}
+
+/// Every --server-pid must name a readable process, once: a PID given
+/// twice would count its CPU and memory twice.
+fn check_pids(pids: &[u32]) -> Result<(), ExitCode> {
+    for (n, &pid) in pids.iter().enumerate() {
+        if !sys::process_exists(pid) {
+            return Err(usage(&format!(
+                "--server-pid {pid}: no such process readable in /proc"
+            )));
+        }
+        if pids[..n].contains(&pid) {
+            return Err(usage(&format!("--server-pid {pid} is given twice")));
+        }
+    }
+    Ok(())
 }
 
 /// Warns (now on stderr, and in the report) when the server rate-limits
@@ -202,6 +216,7 @@ pub fn header(ctx: &Ctx, test: &'static str, deadline: Duration) -> report::Head
     report::Header {
         test,
         url: ctx.url.clone(),
+        server_pids: ctx.server_pids.clone(),
         server: ctx.welcome.server.clone(),
         run_id: ctx.run_id.clone(),
         deadline_s: deadline.as_secs_f64(),

@@ -609,10 +609,10 @@ async fn scenario(f: Arc<Fanout>) {
         })
     };
     net::sleep_until(warm_end).await;
-    lock(&f.window).0 = Some(CpuSnapshot::take(ctx.server_pid));
+    lock(&f.window).0 = Some(CpuSnapshot::take(&ctx.server_pids));
     ctx.progress.spin("measuring", "");
     net::sleep_until(end).await;
-    lock(&f.window).1 = Some(CpuSnapshot::take(ctx.server_pid));
+    lock(&f.window).1 = Some(CpuSnapshot::take(&ctx.server_pids));
 
     for (j, handle) in publishers {
         let sender = handle.await;

@@ -30,7 +30,9 @@ pub struct Ctx {
     pub url: String,
     pub source_ips: u8,
     pub in_flight: usize,
-    pub server_pid: Option<u32>,
+    /// The server processes to read CPU and memory of (`--server-pid`,
+    /// one per node); figures are summed over them.
+    pub server_pids: Vec<u32>,
     /// TLS settings for wss:// (`--ca`, or the public web roots).
     pub tls: Option<Arc<futures_rustls::rustls::ClientConfig>>,
     pub run_id: String,

@@ -127,6 +127,10 @@ pub struct Report<T> {
     /// `fanout`, `conns`, `ramp` or `churn`.
     pub test: &'static str,
     pub url: String,
+    /// The --server-pid processes whose CPU and memory the figures sum;
+    /// left out with fewer than two, where there is nothing summed.
+    #[serde(skip_serializing_if = "fewer_than_two")]
+    pub server_pids: Vec<u32>,
     /// The server's name and version from `welcome`.
     pub server: String,
     /// Names this run's rooms and nicks.
@@ -148,6 +152,7 @@ pub struct Report<T> {
 pub struct Header {
     pub test: &'static str,
     pub url: String,
+    pub server_pids: Vec<u32>,
     pub server: String,
     pub run_id: String,
     pub deadline_s: f64,
@@ -174,6 +179,7 @@ impl<T: Summary> Report<T> {
         Report {
             test: header.test,
             url: header.url,
+            server_pids: header.server_pids,
             server: header.server,
             run_id: header.run_id,
             outcome: match exit_code {
@@ -211,6 +217,7 @@ impl<T: Summary> Report<T> {
             "natter load {} against {} ({}), run {}",
             self.test, self.url, self.server, self.run_id
         ));
+        self.cluster_lines(&mut out);
         self.results.human(&mut out);
         if let Some(cpu) = &self.cpu {
             for (k, v) in cpu.lines() {
@@ -235,6 +242,24 @@ impl<T: Summary> Report<T> {
         let _ = writeln!(text, "result: {verdict} (exit {})", self.exit_code);
         text
     }
+}
+
+impl<T> Report<T> {
+    /// With several server PIDs, that the server figures are their sums.
+    /// Nothing with one, so a single-server report reads as it always did.
+    fn cluster_lines(&self, out: &mut Lines) {
+        if !fewer_than_two(&self.server_pids) {
+            let pids: Vec<String> = self.server_pids.iter().map(u32::to_string).collect();
+            out.kv(
+                "server processes",
+                format!("{}: server CPU and memory are their sums", pids.join(" + ")),
+            );
+        }
+    }
+}
+
+fn fewer_than_two(pids: &[u32]) -> bool {
+    pids.len() < 2
 }
 
 /// Thousands separators for big counts (12 345 678).
