@@ -122,7 +122,7 @@ async fn scenario(c: Arc<Conns>) {
     net::pool(&ctx, 0..c.count, move |i| {
         let c = opener.clone();
         async move {
-            let conn = c.ctx.connect(i, &c.ctx.url, &c.connects).await;
+            let conn = c.ctx.connect(i, c.ctx.target(i), None, &c.connects).await;
             c.ctx.progress.inc();
             let Some(conn) = conn else { return };
             lock(&c.senders).push(conn.sender);

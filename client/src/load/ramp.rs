@@ -290,7 +290,7 @@ fn stop(r: &Ramp, why: String) {
 impl Ramp {
     async fn open(self: Arc<Self>, i: usize) {
         let ctx = &self.ctx;
-        let conn = ctx.connect(i, &ctx.url, &self.connects).await;
+        let conn = ctx.connect(i, ctx.target(i), None, &self.connects).await;
         let Some(mut conn) = conn else {
             ctx.progress.inc();
             return;
