@@ -15,11 +15,15 @@
 //!   clean, which shows the fake server itself is correct: when a fault
 //!   test fails, the tester's detection is what broke.
 //! - the real server, in process, for a small bounded fanout that must be
-//!   clean with every expected delivery made.
+//!   clean with every expected delivery made, and for one spread over two
+//!   URLs of that server, whose per-URL connection counts must be the
+//!   round-robin split.
 //!
 //! The `natter` child is bounded by [`CHILD_LIMIT`] (killed past it), and
 //! each run passes the tester a `--deadline` below that, so a hang shows up
 //! as a report rather than a kill.
+
+mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -40,7 +44,8 @@ use natter_protocol::{
     ServerMessage, Welcome, decode_request, encode_error,
 };
 use natter_runtime::{TcpListener, TcpStream};
-use serde_json::Value;
+use natter_server::Config;
+use serde_json::{Value, json};
 
 /// Longest one `natter load fanout` child may run before it is killed.
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
@@ -400,13 +405,15 @@ impl std::fmt::Display for Run {
     }
 }
 
-/// Runs `natter load fanout ARGS --json --quiet URL`, killing it past
-/// [`CHILD_LIMIT`], and parses the report on stdout.
-fn fanout(url: &str, args: &[&str]) -> Run {
+/// Runs `natter load fanout ARGS --json --quiet TARGET`, killing it past
+/// [`CHILD_LIMIT`], and parses the report on stdout. `target` says where
+/// to connect: a URL, or `--url` options.
+fn fanout(target: &[&str], args: &[&str]) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
         .args(["load", "fanout"])
         .args(args)
-        .args(["--deadline", TESTER_DEADLINE_S, "--json", "--quiet", url])
+        .args(["--deadline", TESTER_DEADLINE_S, "--json", "--quiet"])
+        .args(target)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -472,7 +479,7 @@ fn fanout_against(fault: Fault) -> (FakeServer, Run) {
         DURATION.to_string(),
     );
     let run = fanout(
-        &server.url,
+        &[&server.url],
         &[
             "--subs",
             &subs,
@@ -622,23 +629,20 @@ fn swapped_messages_count_as_reordered() {
 // Against the real server
 // ---------------------------------------------------------------------------
 
-/// A small bounded fanout against the real server (in process, rate limit
-/// off as load tests expect): clean, nothing lost, duplicated or
-/// reordered, and every expected delivery made.
-#[test]
-fn small_fanout_against_the_real_server_is_clean() {
-    let config = natter_server::Config {
+/// The real server in process, rate limit off as load tests expect.
+fn start_real_server() -> common::Running {
+    common::start_server_with(Config {
         rate: 0,
-        ..natter_server::Config::local()
-    };
-    let server =
-        natter_runtime::block_on(natter_server::Server::bind(config)).expect("server binds");
-    let handle = server.handle();
-    let running = natter_runtime::spawn(async move { server.run().await.expect("server runs") });
+        ..Config::local()
+    })
+}
 
-    let (subs, pubs) = (5u64, 2u64);
-    let run = fanout(
-        &handle.url(),
+/// The small fanout of the real-server tests: `subs` subscribers and
+/// `pubs` publishers at [`RATE`] for [`DURATION`], no warm-up, a drain
+/// long enough for a loaded machine (it ends once everything arrived).
+fn small_fanout(target: &[&str], subs: u64, pubs: u64) -> Run {
+    fanout(
+        target,
         &[
             "--subs",
             &subs.to_string(),
@@ -653,13 +657,13 @@ fn small_fanout_against_the_real_server_is_clean() {
             "--drain",
             "10",
         ],
-    );
+    )
+}
 
-    handle.shutdown();
-    let stopped =
-        natter_runtime::block_on(natter_runtime::timeout(Duration::from_secs(20), running));
-    assert!(stopped.is_some(), "the server did not stop within 20 s");
-
+/// Asserts a small fanout of `subs` and `pubs` came out clean: nothing
+/// lost, duplicated or reordered, every say acknowledged and every
+/// expected delivery made over `subs + pubs` connections.
+fn assert_clean_fanout(run: &Run, subs: u64, pubs: u64) {
     assert_eq!(run.code, 0, "{run}");
     assert_eq!(run.report["outcome"], "clean", "{run}");
     assert_eq!(run.report["problems"], Value::Array(Vec::new()), "{run}");
@@ -669,10 +673,53 @@ fn small_fanout_against_the_real_server_is_clean() {
     assert_eq!(run.n("replies_ok"), said, "{run}");
     assert_eq!(run.n("expected_deliveries"), said * subs, "{run}");
     assert_eq!(run.n("deliveries"), said * subs, "{run}");
-    assert_ok_round_trip(&run, said, DURATION);
+    assert_ok_round_trip(run, said, DURATION);
     assert_eq!(
         run.report["results"]["connections"]["connected"],
         subs + pubs,
         "{run}"
     );
+}
+
+/// A small bounded fanout against the real server (in process, rate limit
+/// off as load tests expect): clean, nothing lost, duplicated or
+/// reordered, and every expected delivery made.
+#[test]
+fn small_fanout_against_the_real_server_is_clean() {
+    let server = start_real_server();
+    let url = server.handle.url();
+    let (subs, pubs) = (5, 2);
+    let run = small_fanout(&[&url], subs, pubs);
+    server.stop();
+
+    assert_clean_fanout(&run, subs, pubs);
+    // One URL: it took every connection.
+    assert_eq!(run.report["url"], url, "{run}");
+    let all = json!([{"url": url, "connections": subs + pubs, "attempted": subs + pubs}]);
+    assert_eq!(run.report["urls"], all, "{run}");
+}
+
+/// The same fanout given two `--url`s: two spellings of the one in-process
+/// server (the second with a query parameter the server ignores), standing
+/// in for two nodes of a cluster. Subscribers and publishers each take the
+/// URLs in turn, so of 5 subscribers 3 go to the first URL and 2 to the
+/// second, and of 2 publishers one to each: the report's per-URL counts
+/// must be exactly 4 and 3, and the run clean by every check.
+#[test]
+fn fanout_over_two_urls_splits_connections_round_robin() {
+    let server = start_real_server();
+    let first = server.handle.url();
+    let second = format!("{first}?x=1");
+    let (subs, pubs) = (5, 2);
+    let run = small_fanout(&["--url", &first, "--url", &second], subs, pubs);
+    server.stop();
+
+    assert_clean_fanout(&run, subs, pubs);
+    let split = json!([
+        {"url": first, "connections": 3 + 1, "attempted": 3 + 1},
+        {"url": second, "connections": 2 + 1, "attempted": 2 + 1},
+    ]);
+    assert_eq!(run.report["urls"], split, "{run}");
+    // `url` stays one string: the first URL.
+    assert_eq!(run.report["url"], first, "{run}");
 }

@@ -185,8 +185,10 @@ async fn scenario(c: Arc<Churn>) -> Result<(), String> {
     let ctx = c.ctx.clone();
     let nick = format!("{}obs", c.prefix);
     let stats = ConnectStats::default();
-    let url = ctx.url_with_nick(&nick);
-    let Some(mut conn) = ctx.connect(usize::MAX, &url, &stats).await else {
+    // The observer is the run's first connection: the first URL. Cycles
+    // take the URLs in turn after it ([`Churn::cycle`]).
+    let to = ctx.target(0);
+    let Some(mut conn) = ctx.connect(usize::MAX, to, Some(&nick), &stats).await else {
         return Err(format!(
             "the observer could not connect: {}",
             stats.summary().failure_reasons.join("; ")
@@ -202,7 +204,7 @@ async fn scenario(c: Arc<Churn>) -> Result<(), String> {
     *lock(&c.observer_sender) = Some(sender);
     natter_runtime::spawn(c.clone().observe(receiver));
 
-    let cpu_start = CpuSnapshot::take(ctx.server_pid);
+    let cpu_start = CpuSnapshot::take(&ctx.server_pids);
     let total = (c.p.duration.as_secs_f64() * c.p.rate).ceil() as u64;
     ctx.progress.count("cycles", total);
     let permits = Arc::new(Semaphore::new(c.p.concurrency));
@@ -229,7 +231,7 @@ async fn scenario(c: Arc<Churn>) -> Result<(), String> {
     for _ in 0..c.p.concurrency {
         std::mem::forget(permits.acquire().await);
     }
-    *lock(&c.cpu) = Some((cpu_start, CpuSnapshot::take(ctx.server_pid)));
+    *lock(&c.cpu) = Some((cpu_start, CpuSnapshot::take(&ctx.server_pids)));
     ctx.progress
         .spin("waiting", "for the observer's presence events");
     let g = c.clone();
@@ -252,12 +254,16 @@ impl Churn {
     }
 
     /// One cycle: connect as churn-<run>-<n>, join, say, disconnect.
+    /// Cycle n is the run's connection n + 1 (the observer is the first),
+    /// and takes the URL that follows from it.
     async fn cycle(self: Arc<Self>, n: u64, _permit: SemaphoreGuardArc) {
         let ctx = &self.ctx;
         let started = Instant::now();
         let nick = format!("{}{n}", self.prefix);
-        let url = ctx.url_with_nick(&nick);
-        let conn = ctx.connect(n as usize, &url, &self.connects).await;
+        let to = ctx.target(n as usize + 1);
+        let conn = ctx
+            .connect(n as usize, to, Some(&nick), &self.connects)
+            .await;
         ctx.progress.inc();
         let Some(mut conn) = conn else {
             return; // counted in the connect stats

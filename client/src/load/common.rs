@@ -10,19 +10,35 @@ use std::time::Duration;
 
 use clap::Args;
 use natter::Client;
+use natter_protocol::Welcome;
 
-use super::net::{self, Ctx};
+use super::net::{self, Ctx, Target};
 use super::progress::Progress;
 use super::report::{self, EXIT_ERROR, Findings};
 use super::sys;
+
+/// Where the tests connect when no URL is given: a natter-server started
+/// with its defaults on this machine.
+const DEFAULT_URL: &str = "ws://127.0.0.1:7878/ws";
 
 /// Options every load test takes.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Common options")]
 pub struct CommonArgs {
-    /// Server URL: the server's WebSocket endpoint (ws:// or wss://).
-    #[arg(default_value = "ws://127.0.0.1:7878/ws")]
-    pub url: String,
+    /// Server URL: the server's WebSocket endpoint (ws:// or wss://). May
+    /// be repeated: connections are then spread round-robin over the URLs
+    /// (see --url, the same as an option).
+    #[arg(value_name = "URL", default_value = DEFAULT_URL, conflicts_with = "url")]
+    pub urls: Vec<String>,
+
+    /// Server URL, as an option instead of the URL argument. May be
+    /// repeated, one per node of a cluster serving one chat: connections
+    /// are then spread round-robin over the URLs (fanout: subscribers and
+    /// publishers each take them in turn, so 2 URLs and 2 publishers put
+    /// one publisher on each; conns, ramp, churn: each new connection takes
+    /// the next URL), and the report says how many went to each.
+    #[arg(long = "url", value_name = "URL")]
+    pub url: Vec<String>,
 
     /// For wss://: trust only the CA certificates in this PEM file (a
     /// server with a private certificate) instead of the public web roots.
@@ -38,9 +54,11 @@ pub struct CommonArgs {
 
     /// PID of the server process (on this machine): adds its CPU time used
     /// in the measured window (CPU per delivery) and its resident memory
-    /// (VmRSS) to the report, read from /proc.
+    /// (VmRSS) to the report, read from /proc. May be repeated, one per
+    /// node of a cluster: CPU and memory are then summed over the processes
+    /// (CPU per delivery and memory per connection are the cluster's).
     #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
 
     /// Most connection handshakes (connect + upgrade + welcome + join) in
     /// progress at once. More than the server needs to reach its connect
@@ -68,6 +86,23 @@ pub struct CommonArgs {
     pub quiet: bool,
 }
 
+impl CommonArgs {
+    /// The URLs to spread connections over, in the order given: --url's,
+    /// or else the URL arguments (the default when there are none).
+    pub fn urls(&self) -> Vec<String> {
+        let given = if self.url.is_empty() {
+            &self.urls
+        } else {
+            &self.url
+        };
+        if given.is_empty() {
+            vec![DEFAULT_URL.to_owned()]
+        } else {
+            given.clone()
+        }
+    }
+}
+
 /// Reports a usage error (exit 2).
 pub fn usage(why: &str) -> ExitCode {
     eprintln!("natter load: {why}");
@@ -87,18 +122,14 @@ pub fn seconds(name: &str, v: f64, allow_zero: bool) -> Result<Duration, ExitCod
 }
 
 /// The common start of every test: check the options, raise the
-/// open-files limit, probe the server. `connections` is how many
+/// open-files limit, probe the servers. `connections` is how many
 /// connections the run may hold at once. Setup notes go into `findings`.
 pub async fn setup(
     common: &CommonArgs,
     connections: usize,
     findings: &mut Findings,
 ) -> Result<Arc<Ctx>, ExitCode> {
-    if let Some(pid) = common.server_pid.filter(|&pid| !sys::process_exists(pid)) {
-        return Err(usage(&format!(
-            "--server-pid {pid}: no such process readable in /proc"
-        )));
-    }
+    check_pids(&common.server_pid)?;
     if let Some(d) = common.deadline {
         seconds("--deadline", d, false)?;
     }
@@ -120,7 +151,7 @@ pub async fn setup(
         Err(e) => return Err(usage(&e.to_string())),
     };
     let run_id = net::run_id();
-    // Probe from the last source address: it checks the server answers
+    // Probe from the last source address: it checks the servers answer
     // and that the source addresses can be bound.
     let probe_ip = net::source_ip(
         common.source_ips,
@@ -130,26 +161,82 @@ pub async fn setup(
         source_ip: probe_ip,
         tls: tls.clone(),
     };
-    let probe = natter_runtime::timeout(
-        Duration::from_secs(10),
-        Client::connect_lean(&common.url, &options),
-    )
-    .await;
+    let urls = common.urls();
+    let welcome = probe_all(&urls, &options, findings).await?;
+    let progress = Progress::new(common.quiet);
+    Ok(Arc::new(Ctx {
+        targets: urls.into_iter().map(Target::new).collect(),
+        source_ips: common.source_ips,
+        in_flight: common.in_flight as usize,
+        server_pids: common.server_pid.clone(),
+        tls,
+        run_id,
+        welcome,
+        progress,
+        stop: AtomicBool::new(false),
+    }))
+}
+
+/// Every --server-pid must name a readable process, once: a PID given
+/// twice would count its CPU and memory twice.
+fn check_pids(pids: &[u32]) -> Result<(), ExitCode> {
+    for (n, &pid) in pids.iter().enumerate() {
+        if !sys::process_exists(pid) {
+            return Err(usage(&format!(
+                "--server-pid {pid}: no such process readable in /proc"
+            )));
+        }
+        if pids[..n].contains(&pid) {
+            return Err(usage(&format!("--server-pid {pid} is given twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Probes every URL in turn, so a node that does not answer stops the run
+/// before it starts. The first URL's `welcome` is the run's (its limits
+/// are what the checks go by); a node announcing other limits gets a
+/// warning, since the run then asks of it what it may refuse.
+async fn probe_all(
+    urls: &[String],
+    options: &natter::ConnectOptions,
+    findings: &mut Findings,
+) -> Result<Welcome, ExitCode> {
+    let mut first: Option<(&str, Welcome)> = None;
+    for url in urls {
+        let welcome = probe(url, options).await?;
+        match &first {
+            None => first = Some((url, welcome)),
+            Some((first_url, w)) if w.limits != welcome.limits => findings.warn(format!(
+                "{url} announces other limits than {first_url} ({:?} against {:?}); the \
+                 run goes by the first URL's",
+                welcome.limits, w.limits
+            )),
+            Some(_) => {}
+        }
+    }
+    // Set by the loop: `CommonArgs::urls` is never empty.
+    first
+        .map(|(_, w)| w)
+        .ok_or_else(|| usage("no server URL given"))
+}
+
+/// Connects to `url` once and closes again: the server answers, and its
+/// `welcome` tells its name and limits.
+async fn probe(url: &str, options: &natter::ConnectOptions) -> Result<Welcome, ExitCode> {
+    let probe =
+        natter_runtime::timeout(Duration::from_secs(10), Client::connect_lean(url, options)).await;
     let mut probe = match probe {
         Some(Ok(conn)) => conn,
         Some(Err(e)) => {
             eprintln!(
-                "natter load: cannot connect to {}: {}",
-                common.url,
+                "natter load: cannot connect to {url}: {}",
                 net::describe(&e)
             );
             return Err(ExitCode::from(EXIT_ERROR));
         }
         None => {
-            eprintln!(
-                "natter load: cannot connect to {}: no welcome within 10 s",
-                common.url
-            );
+            eprintln!("natter load: cannot connect to {url}: no welcome within 10 s");
             return Err(ExitCode::from(EXIT_ERROR));
         }
     };
@@ -158,18 +245,7 @@ pub async fn setup(
         while probe.receiver.next_text().await.is_some() {}
     })
     .await;
-    let progress = Progress::new(common.quiet);
-    Ok(Arc::new(Ctx {
-        url: common.url.clone(),
-        source_ips: common.source_ips,
-        in_flight: common.in_flight as usize,
-        server_pid: common.server_pid,
-        tls,
-        run_id,
-        welcome: probe.welcome,
-        progress,
-        stop: AtomicBool::new(false),
-    }))
+    Ok(probe.welcome)
 }
 
 /// Warns (now on stderr, and in the report) when the server rate-limits
@@ -197,11 +273,13 @@ pub fn check_rate(ctx: &Ctx, per_connection: f64, findings: &mut Findings) -> bo
     false
 }
 
-/// The report header for a test.
+/// The report header for a test: made once the run is over, so it carries
+/// how many connections went to each URL.
 pub fn header(ctx: &Ctx, test: &'static str, deadline: Duration) -> report::Header {
     report::Header {
         test,
-        url: ctx.url.clone(),
+        urls: ctx.url_counts(),
+        server_pids: ctx.server_pids.clone(),
         server: ctx.welcome.server.clone(),
         run_id: ctx.run_id.clone(),
         deadline_s: deadline.as_secs_f64(),

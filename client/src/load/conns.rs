@@ -92,10 +92,10 @@ pub async fn run(args: ConnsArgs) -> ExitCode {
     let cpu = lock(&c.marks).cpu.as_ref().map(|(a, b)| a.window(b));
     c.close().await;
     let mut results = results;
-    if let Some(pid) = ctx.server_pid {
+    if !ctx.server_pids.is_empty() {
         // Memory after the server dropped the connections, for comparison.
         natter_runtime::sleep(Duration::from_millis(500)).await;
-        results.server_rss_after_close = sys::rss_bytes(pid);
+        results.server_rss_after_close = sys::servers_rss(&ctx.server_pids);
     }
     Report::new(
         header(&ctx, "conns", deadline),
@@ -109,20 +109,20 @@ pub async fn run(args: ConnsArgs) -> ExitCode {
 
 async fn scenario(c: Arc<Conns>) {
     let ctx = c.ctx.clone();
-    let pid = ctx.server_pid;
+    let pids = &ctx.server_pids;
     {
         let mut marks = lock(&c.marks);
-        marks.rss_before = pid.and_then(sys::rss_bytes);
+        marks.rss_before = sys::servers_rss(pids);
         marks.tester_rss_before = sys::rss_bytes(std::process::id());
     }
-    let cpu_start = CpuSnapshot::take(pid);
+    let cpu_start = CpuSnapshot::take(pids);
     let started = Instant::now();
     ctx.progress.count("connecting", c.count as u64);
     let opener = c.clone();
     net::pool(&ctx, 0..c.count, move |i| {
         let c = opener.clone();
         async move {
-            let conn = c.ctx.connect(i, &c.ctx.url, &c.connects).await;
+            let conn = c.ctx.connect(i, c.ctx.target(i), None, &c.connects).await;
             c.ctx.progress.inc();
             let Some(conn) = conn else { return };
             lock(&c.senders).push(conn.sender);
@@ -141,8 +141,8 @@ async fn scenario(c: Arc<Conns>) {
     {
         let mut marks = lock(&c.marks);
         marks.connect_s = Some(started.elapsed().as_secs_f64());
-        marks.rss_established = pid.and_then(sys::rss_bytes);
-        marks.cpu = Some((cpu_start, CpuSnapshot::take(pid)));
+        marks.rss_established = sys::servers_rss(pids);
+        marks.cpu = Some((cpu_start, CpuSnapshot::take(pids)));
     }
     if ctx.stopped() {
         return;
@@ -162,7 +162,7 @@ async fn scenario(c: Arc<Conns>) {
     natter_runtime::sleep(c.hold).await;
     drop(ticker);
     let mut marks = lock(&c.marks);
-    marks.rss_held = pid.and_then(sys::rss_bytes);
+    marks.rss_held = sys::servers_rss(pids);
     marks.tester_rss_held = sys::rss_bytes(std::process::id());
 }
 

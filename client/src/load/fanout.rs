@@ -184,6 +184,9 @@ pub async fn run(args: FanoutArgs) -> ExitCode {
         ));
     }
     let over_rate = check_rate(&ctx, p.rate, &mut findings);
+    if let Some(w) = rooms_urls_warning(p.rooms, ctx.targets.len()) {
+        findings.warn(w);
+    }
     if p.rooms > p.pubs {
         findings.warn(format!(
             "{} rooms but only {} publishers: some rooms get no messages",
@@ -251,6 +254,43 @@ fn params(a: &FanoutArgs) -> Result<Params, ExitCode> {
 fn due_at(rate: f64, pubs: usize, j: usize, n: u64) -> f64 {
     let offset = j as f64 / (pubs as f64 * rate);
     offset + n.saturating_sub(1) as f64 / rate
+}
+
+/// Connection `i`'s place among its kind, which picks its URL
+/// ([`Ctx::target`]): subscribers are connections 0..subs and publishers
+/// the rest, and each kind takes the URLs in turn from the first,
+/// independently, so publishers spread over a cluster's nodes as evenly as
+/// subscribers whatever their numbers (2 URLs and 2 publishers: one
+/// publisher on each node).
+fn nth_of_kind(i: usize, subs: usize) -> usize {
+    if i < subs { i } else { i - subs }
+}
+
+/// A warning when rooms and URLs share a factor. Both are assigned
+/// round-robin, so room k's subscribers and publishers all use the URLs u
+/// with u ≡ k (mod gcd(rooms, urls)): only urls / gcd of them. A cluster
+/// run is for messages crossing nodes, which then happens less or, when
+/// the URLs divide the rooms, not at all.
+fn rooms_urls_warning(rooms: usize, urls: usize) -> Option<String> {
+    let g = gcd(rooms, urls);
+    if g <= 1 {
+        return None;
+    }
+    let reach = urls / g;
+    let what = if reach == 1 {
+        "all on one URL: no message crosses nodes".to_owned()
+    } else {
+        format!("on only {reach} of the {urls} URLs")
+    };
+    Some(format!(
+        "with {rooms} rooms over {urls} URLs (both round-robin), each room's subscribers \
+         and publishers are {what}; numbers with no common factor spread every room over \
+         every URL"
+    ))
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// How many of `pubs` publishers land in room `k` of `rooms`.
@@ -339,7 +379,8 @@ impl Fanout {
         let ctx = &self.ctx;
         let is_sub = i < self.p.subs;
         let k = if is_sub { i } else { i - self.p.subs } % self.p.rooms;
-        let conn = ctx.connect(i, &ctx.url, &self.connects).await;
+        let to = ctx.target(nth_of_kind(i, self.p.subs));
+        let conn = ctx.connect(i, to, None, &self.connects).await;
         let Some(mut conn) = conn else {
             ctx.progress.inc();
             return;
@@ -609,10 +650,10 @@ async fn scenario(f: Arc<Fanout>) {
         })
     };
     net::sleep_until(warm_end).await;
-    lock(&f.window).0 = Some(CpuSnapshot::take(ctx.server_pid));
+    lock(&f.window).0 = Some(CpuSnapshot::take(&ctx.server_pids));
     ctx.progress.spin("measuring", "");
     net::sleep_until(end).await;
-    lock(&f.window).1 = Some(CpuSnapshot::take(ctx.server_pid));
+    lock(&f.window).1 = Some(CpuSnapshot::take(&ctx.server_pids));
 
     for (j, handle) in publishers {
         let sender = handle.await;
@@ -1365,6 +1406,34 @@ mod tests {
         assert!(text.contains("ok round trip"), "{text}");
         let acked = text.lines().find(|l| l.contains("says acked (measured)"));
         assert!(acked.is_some_and(|l| l.ends_with(" 40 (40.0/s)")), "{text}");
+    }
+
+    /// Subscribers and publishers each take the URLs in turn from the
+    /// first, independently: 5 subscribers and 2 publishers over 2 URLs put
+    /// 3 + 1 connections on the first and 2 + 1 on the second.
+    #[test]
+    fn subscribers_and_publishers_take_the_urls_in_turn() {
+        let url = |i, urls| net::round_robin(nth_of_kind(i, 5), urls);
+        let picks: Vec<usize> = (0..7).map(|i| url(i, 2)).collect();
+        assert_eq!(picks, [0, 1, 0, 1, 0, /* publishers */ 0, 1]);
+        let picks: Vec<usize> = (0..7).map(|i| url(i, 3)).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, /* publishers */ 0, 1]);
+        // One URL takes every connection.
+        assert!((0..7).all(|i| url(i, 1) == 0));
+    }
+
+    #[test]
+    fn rooms_sharing_a_factor_with_urls_warn() {
+        assert_eq!(rooms_urls_warning(1, 1), None);
+        assert_eq!(rooms_urls_warning(1, 3), None);
+        assert_eq!(rooms_urls_warning(3, 2), None);
+        let one = rooms_urls_warning(4, 2).unwrap();
+        assert!(
+            one.contains("all on one URL: no message crosses nodes"),
+            "{one}"
+        );
+        let some = rooms_urls_warning(2, 4).unwrap();
+        assert!(some.contains("on only 2 of the 4 URLs"), "{some}");
     }
 
     #[test]

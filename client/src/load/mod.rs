@@ -4,7 +4,11 @@
 //! connection that checks the server answers and reads its limits, a hard
 //! deadline after which the run stops and reports what it has, and the
 //! report with its exit code (0 clean, 1 the server misbehaved, 2 usage or
-//! connection errors).
+//! connection errors). Given several URLs (the nodes of one cluster), a
+//! test probes each and spreads its connections over them round-robin
+//! (`net::Ctx::target`); its checks are by payload and room seq, so they
+//! hold the cluster to its one order per room whichever node a connection
+//! is on.
 //!
 //! Module map: `fanout`, `conns`, `ramp` and `churn` are the tests;
 //! `common` is the frame they share (options, setup, usage errors); `net`
@@ -77,7 +81,8 @@ enum Test {
     /// message (awaiting the ok), disconnect (a close frame, or with
     /// --abrupt-every an abrupt TCP drop). An observer in the room checks
     /// that every cycle's join presence, message and leave presence
-    /// arrived.
+    /// arrived. With several URLs the observer takes the first and the
+    /// cycles the URLs in turn after it.
     Churn(churn::ChurnArgs),
 }
 

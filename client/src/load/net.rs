@@ -17,7 +17,7 @@ use natter_protocol::{Reply, Request, ServerMessage, Welcome};
 use serde::{Deserialize, Serialize};
 
 use super::progress::Progress;
-use super::report::Findings;
+use super::report::{Findings, UrlCount};
 use super::stats::{Percentiles, SharedHist, lock};
 
 /// Longest a single connect (TCP + upgrade + welcome) may take.
@@ -27,10 +27,14 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every test shares: where to connect, how, and the run's identity.
 pub struct Ctx {
-    pub url: String,
+    /// The server URLs connections are spread over (several for the nodes
+    /// of one cluster); never empty.
+    pub targets: Vec<Target>,
     pub source_ips: u8,
     pub in_flight: usize,
-    pub server_pid: Option<u32>,
+    /// The server processes to read CPU and memory of (`--server-pid`,
+    /// one per node); figures are summed over them.
+    pub server_pids: Vec<u32>,
     /// TLS settings for wss:// (`--ca`, or the public web roots).
     pub tls: Option<Arc<futures_rustls::rustls::ClientConfig>>,
     pub run_id: String,
@@ -68,26 +72,38 @@ impl Ctx {
         }
     }
 
-    /// The server URL asking for `nick`.
-    pub fn url_with_nick(&self, nick: &str) -> String {
-        let sep = if self.url.contains('?') { '&' } else { '?' };
-        format!("{}{sep}nick={nick}", self.url)
+    /// The URL the `n`-th connection of a kind takes: [`round_robin`] over
+    /// the run's URLs, so with one URL it is always that one.
+    pub fn target(&self, n: usize) -> &Target {
+        &self.targets[round_robin(n, self.targets.len())]
     }
 
-    /// Opens connection `i`, recording the outcome in `stats`.
+    /// How many connections went to each URL, in the order given.
+    pub fn url_counts(&self) -> Vec<UrlCount> {
+        self.targets.iter().map(Target::count).collect()
+    }
+
+    /// Opens connection `i` to `to` (asking for `nick` if given),
+    /// recording the outcome in `stats` and in `to`'s counts.
     pub async fn connect(
         &self,
         i: usize,
-        url: &str,
+        to: &Target,
+        nick: Option<&str>,
         stats: &ConnectStats,
     ) -> Option<LeanConnection> {
+        let url = to.url_with_nick(nick);
+        to.attempted.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let result =
-            natter_runtime::timeout(CONNECT_TIMEOUT, Client::connect_lean(url, &self.options(i)))
-                .await;
+        let result = natter_runtime::timeout(
+            CONNECT_TIMEOUT,
+            Client::connect_lean(&url, &self.options(i)),
+        )
+        .await;
         match result {
             Some(Ok(conn)) => {
                 stats.connected(started.elapsed());
+                to.connected.fetch_add(1, Ordering::Relaxed);
                 Some(conn)
             }
             Some(Err(e)) => {
@@ -101,6 +117,50 @@ impl Ctx {
                 ));
                 None
             }
+        }
+    }
+}
+
+/// Which of `urls` URLs the `n`-th connection of a kind takes: each in
+/// turn, so connections spread evenly over the nodes of a cluster and the
+/// split is known in advance (the report's per-URL counts can be checked
+/// against it).
+pub fn round_robin(n: usize, urls: usize) -> usize {
+    n % urls.max(1)
+}
+
+/// One server URL of the run, and how many connections went to it: with
+/// several URLs (the nodes of one cluster) the report shows the split, and
+/// a node that refused its share shows as attempts without connections.
+pub struct Target {
+    pub url: String,
+    attempted: AtomicU64,
+    connected: AtomicU64,
+}
+
+impl Target {
+    pub fn new(url: String) -> Target {
+        Target {
+            url,
+            attempted: AtomicU64::new(0),
+            connected: AtomicU64::new(0),
+        }
+    }
+
+    /// The URL asking for `nick` (as given without one).
+    pub fn url_with_nick(&self, nick: Option<&str>) -> Cow<'_, str> {
+        let Some(nick) = nick else {
+            return Cow::Borrowed(&self.url);
+        };
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        Cow::Owned(format!("{}{sep}nick={nick}", self.url))
+    }
+
+    fn count(&self) -> UrlCount {
+        UrlCount {
+            url: self.url.clone(),
+            connections: self.connected.load(Ordering::Relaxed),
+            attempted: self.attempted.load(Ordering::Relaxed),
         }
     }
 }
@@ -591,6 +651,23 @@ mod tests {
         assert_eq!(source_ip(0, 5), None);
         assert_eq!(source_ip(3, 0).unwrap().to_string(), "127.0.0.1");
         assert_eq!(source_ip(3, 4).unwrap().to_string(), "127.0.0.2");
+    }
+
+    /// Each connection takes the next URL, and one URL takes them all.
+    #[test]
+    fn urls_round_robin() {
+        let picks: Vec<usize> = (0..7).map(|n| round_robin(n, 3)).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2, 0]);
+        assert!((0..5).all(|n| round_robin(n, 1) == 0));
+    }
+
+    #[test]
+    fn a_nick_is_added_to_the_query() {
+        let plain = Target::new("ws://h/ws".into());
+        assert_eq!(plain.url_with_nick(None), "ws://h/ws");
+        assert_eq!(plain.url_with_nick(Some("al")), "ws://h/ws?nick=al");
+        let query = Target::new("ws://h/ws?x=1".into());
+        assert_eq!(query.url_with_nick(Some("al")), "ws://h/ws?x=1&nick=al");
     }
 
     #[test]

@@ -166,7 +166,7 @@ pub async fn run(args: RampArgs) -> ExitCode {
         .is_some();
     let cpu = lock(&r.cpu)
         .as_ref()
-        .map(|a| a.window(&CpuSnapshot::take(ctx.server_pid)));
+        .map(|a| a.window(&CpuSnapshot::take(&ctx.server_pids)));
     let results = r.results(&mut findings, finished);
     let report = Report::new(
         header(&ctx, "ramp", deadline),
@@ -181,7 +181,7 @@ pub async fn run(args: RampArgs) -> ExitCode {
 
 async fn scenario(r: Arc<Ramp>) {
     let ctx = r.ctx.clone();
-    *lock(&r.cpu) = Some(CpuSnapshot::take(ctx.server_pid));
+    *lock(&r.cpu) = Some(CpuSnapshot::take(&ctx.server_pids));
     let mut clients = 0;
     loop {
         let target = (clients + r.p.step).min(r.p.max_clients);
@@ -290,7 +290,7 @@ fn stop(r: &Ramp, why: String) {
 impl Ramp {
     async fn open(self: Arc<Self>, i: usize) {
         let ctx = &self.ctx;
-        let conn = ctx.connect(i, &ctx.url, &self.connects).await;
+        let conn = ctx.connect(i, ctx.target(i), None, &self.connects).await;
         let Some(mut conn) = conn else {
             ctx.progress.inc();
             return;

@@ -126,7 +126,14 @@ pub trait Summary: Serialize {
 pub struct Report<T> {
     /// `fanout`, `conns`, `ramp` or `churn`.
     pub test: &'static str,
+    /// The server URL; with several, the first (all are in `urls`).
     pub url: String,
+    /// Every URL given, in order, with how many connections went to each.
+    pub urls: Vec<UrlCount>,
+    /// The --server-pid processes whose CPU and memory the figures sum;
+    /// left out with fewer than two, where there is nothing summed.
+    #[serde(skip_serializing_if = "fewer_than_two")]
+    pub server_pids: Vec<u32>,
     /// The server's name and version from `welcome`.
     pub server: String,
     /// Names this run's rooms and nicks.
@@ -145,9 +152,21 @@ pub struct Report<T> {
     pub results: T,
 }
 
+/// How many connections one URL got, for the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UrlCount {
+    pub url: String,
+    /// Connections established (upgraded and welcomed).
+    pub connections: u64,
+    /// Connection attempts, failed ones included.
+    pub attempted: u64,
+}
+
 pub struct Header {
     pub test: &'static str,
-    pub url: String,
+    /// Never empty: the run connects to at least one URL.
+    pub urls: Vec<UrlCount>,
+    pub server_pids: Vec<u32>,
     pub server: String,
     pub run_id: String,
     pub deadline_s: f64,
@@ -173,7 +192,13 @@ impl<T: Summary> Report<T> {
         let exit_code = findings.exit_code();
         Report {
             test: header.test,
-            url: header.url,
+            url: header
+                .urls
+                .first()
+                .map(|u| u.url.clone())
+                .unwrap_or_default(),
+            urls: header.urls,
+            server_pids: header.server_pids,
             server: header.server,
             run_id: header.run_id,
             outcome: match exit_code {
@@ -207,10 +232,15 @@ impl<T: Summary> Report<T> {
 
     fn human(&self) -> String {
         let mut out = Lines::default();
+        let urls: Vec<&str> = self.urls.iter().map(|u| u.url.as_str()).collect();
         out.head(&format!(
             "natter load {} against {} ({}), run {}",
-            self.test, self.url, self.server, self.run_id
+            self.test,
+            urls.join(", "),
+            self.server,
+            self.run_id
         ));
+        self.cluster_lines(&mut out);
         self.results.human(&mut out);
         if let Some(cpu) = &self.cpu {
             for (k, v) in cpu.lines() {
@@ -234,6 +264,43 @@ impl<T: Summary> Report<T> {
         };
         let _ = writeln!(text, "result: {verdict} (exit {})", self.exit_code);
         text
+    }
+}
+
+impl<T> Report<T> {
+    /// With several URLs, how the connections were split over them; with
+    /// several server PIDs, that the server figures are their sums. Nothing
+    /// with one of each, so a single-server report reads as it always did.
+    fn cluster_lines(&self, out: &mut Lines) {
+        if self.urls.len() > 1 {
+            let split: Vec<String> = self.urls.iter().map(UrlCount::line).collect();
+            out.kv("connections per URL", split.join(" · "));
+        }
+        if !fewer_than_two(&self.server_pids) {
+            let pids: Vec<String> = self.server_pids.iter().map(u32::to_string).collect();
+            out.kv(
+                "server processes",
+                format!("{}: server CPU and memory are their sums", pids.join(" + ")),
+            );
+        }
+    }
+}
+
+fn fewer_than_two(pids: &[u32]) -> bool {
+    pids.len() < 2
+}
+
+impl UrlCount {
+    /// `URL N`, or `URL N of M attempted` when some attempts failed.
+    fn line(&self) -> String {
+        if self.attempted == self.connections {
+            format!("{} {}", self.url, self.connections)
+        } else {
+            format!(
+                "{} {} of {} attempted",
+                self.url, self.connections, self.attempted
+            )
+        }
     }
 }
 
@@ -301,6 +368,69 @@ mod tests {
         );
         assert_eq!(f.errors, ["2 local"]);
         assert_eq!(f.warnings, ["1 late"]);
+    }
+
+    /// Results with nothing to say, to look at the report around them.
+    #[derive(Serialize)]
+    struct NoResults;
+
+    impl Summary for NoResults {
+        fn human(&self, _: &mut Lines) {}
+    }
+
+    fn report(urls: &[(&str, u64, u64)], server_pids: Vec<u32>) -> Report<NoResults> {
+        let header = Header {
+            test: "conns",
+            urls: urls
+                .iter()
+                .map(|&(url, connections, attempted)| UrlCount {
+                    url: url.into(),
+                    connections,
+                    attempted,
+                })
+                .collect(),
+            server_pids,
+            server: "natter".into(),
+            run_id: "abc123".into(),
+            deadline_s: 10.0,
+        };
+        Report::new(header, Findings::default(), None, false, NoResults)
+    }
+
+    /// One URL and one PID: the report reads as it did before URLs and
+    /// PIDs could be repeated (in JSON, `urls` is the one addition).
+    #[test]
+    fn a_single_server_report_is_unchanged() {
+        let r = report(&[("ws://a/ws", 5, 5)], vec![7]);
+        let text = r.human();
+        let head = "natter load conns against ws://a/ws (natter), run abc123\n";
+        assert_eq!(text, format!("{head}result: clean run (exit 0)\n"));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["url"], "ws://a/ws");
+        assert_eq!(json["urls"][0]["connections"], 5);
+        assert!(json.get("server_pids").is_none(), "{json}");
+    }
+
+    /// Several URLs and PIDs: the split and the summing are said, in text
+    /// and JSON; a URL that lost attempts shows them.
+    #[test]
+    fn a_cluster_report_shows_the_split_and_the_sum() {
+        let r = report(&[("ws://a/ws", 3, 3), ("ws://b/ws", 1, 2)], vec![7, 8]);
+        let text = r.human();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[..3],
+            [
+                "natter load conns against ws://a/ws, ws://b/ws (natter), run abc123",
+                "  connections per URL        ws://a/ws 3 · ws://b/ws 1 of 2 attempted",
+                "  server processes           7 + 8: server CPU and memory are their sums",
+            ]
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["url"], "ws://a/ws");
+        assert_eq!(json["urls"][1]["url"], "ws://b/ws");
+        assert_eq!(json["urls"][1]["attempted"], 2);
+        assert_eq!(json["server_pids"], serde_json::json!([7, 8]));
     }
 
     #[test]

@@ -66,6 +66,27 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// `read(pid)` summed over `pids` (the server processes of a cluster, one
+/// per `--server-pid`). `None` when there are none, or when any one cannot
+/// be read: a sum that silently left out a node would pass for the whole
+/// cluster's figure.
+fn sum_over(pids: &[u32], read: impl Fn(u32) -> Option<u64>) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| read(pid)).sum()
+}
+
+/// CPU time the server processes have used together, in clock ticks.
+pub fn servers_ticks(pids: &[u32]) -> Option<u64> {
+    sum_over(pids, |pid| process_ticks(Some(pid)))
+}
+
+/// Resident memory of the server processes together (VmRSS), in bytes.
+pub fn servers_rss(pids: &[u32]) -> Option<u64> {
+    sum_over(pids, rss_bytes)
+}
+
 /// Each thread of this process: (thread id, name, CPU ticks).
 fn thread_ticks() -> Vec<(u32, String, u64)> {
     let Ok(dir) = fs::read_dir("/proc/self/task") else {
@@ -92,12 +113,14 @@ pub struct CpuSnapshot {
 }
 
 impl CpuSnapshot {
-    pub fn take(server_pid: Option<u32>) -> CpuSnapshot {
+    /// The tester's counters now, and the servers' summed over
+    /// `server_pids` (none without `--server-pid`).
+    pub fn take(server_pids: &[u32]) -> CpuSnapshot {
         CpuSnapshot {
             at: Instant::now(),
             own: process_ticks(None),
             threads: thread_ticks(),
-            server: server_pid.and_then(|pid| process_ticks(Some(pid))),
+            server: servers_ticks(server_pids),
         }
     }
 
@@ -139,7 +162,8 @@ impl CpuSnapshot {
 }
 
 /// CPU used during a measured window, by the tester and (with
-/// `--server-pid`) the server. Shares are in cores (1.0 = one core busy).
+/// `--server-pid`) the server, summed over the server processes when
+/// several were given. Shares are in cores (1.0 = one core busy).
 #[derive(Debug, Clone, Serialize)]
 pub struct CpuWindow {
     pub wall_s: f64,
@@ -234,9 +258,27 @@ mod tests {
         assert!(!thread_ticks().is_empty());
         let pid = std::process::id();
         assert!(rss_bytes(pid).unwrap() > 0);
-        let a = CpuSnapshot::take(Some(pid));
-        let b = CpuSnapshot::take(Some(pid));
+        let a = CpuSnapshot::take(&[pid]);
+        let b = CpuSnapshot::take(&[pid]);
         let w = a.window(&b);
         assert!(w.tester_cpu_s.is_some() && w.server_cpu_s.is_some());
+    }
+
+    /// Several `--server-pid`s: figures are summed, and one unreadable
+    /// process spoils the sum rather than dropping out of it.
+    #[test]
+    fn server_figures_sum_over_pids() {
+        let pid = std::process::id();
+        let once = servers_ticks(&[pid]).unwrap();
+        // CPU time only grows, so twice this process is at least twice
+        // what it was a moment ago.
+        assert!(servers_ticks(&[pid, pid]).unwrap() >= 2 * once);
+        assert!(servers_rss(&[pid, pid]).unwrap() > 0);
+        assert_eq!(servers_ticks(&[]), None);
+        assert_eq!(servers_rss(&[]), None);
+        // PIDs are below 2^22 on Linux: u32::MAX is never a process.
+        assert_eq!(servers_ticks(&[pid, u32::MAX]), None);
+        assert_eq!(servers_rss(&[pid, u32::MAX]), None);
+        assert!(CpuSnapshot::take(&[]).server.is_none());
     }
 }

@@ -1,6 +1,6 @@
-//! The real server, in process, as the `natter chat` tests use it: start
-//! it with a configuration, stop it (bounded). Shared by `chat_piped.rs`
-//! and `chat_terminal.rs` (`mod common;`).
+//! The real server, in process, as the client tests use it: start it with
+//! a configuration, stop it (bounded). Shared by `chat_piped.rs`,
+//! `chat_terminal.rs` and `load_accounting.rs` (`mod common;`).
 
 use std::time::Duration;
 
