@@ -3,10 +3,12 @@
 //! every connection with 1013, refuse upgrades, and try again until the
 //! broker is back.
 //!
-//! The lease: a key with a time to live of half `--node-timeout`, renewed
-//! every quarter of it. Each renewal also reaps the nodes whose lease
-//! lapsed, so a dead node's members leave within `--node-timeout`: at most
-//! half of it for the lease to lapse, a quarter until someone looks.
+//! The lease: a key whose time to live is four fifths of `--node-timeout`,
+//! renewed every fifth of it, so a renewal may come three fifths late (a
+//! busy machine) before the lease lapses. Each renewal also reaps the nodes
+//! whose lease lapsed, so a dead node's members leave within
+//! `--node-timeout`: at most four fifths for its lease to lapse, one fifth
+//! until someone looks.
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -185,10 +187,10 @@ impl Cluster {
         }
     }
 
-    /// Renews the lease and reaps dead nodes, every quarter of
+    /// Renews the lease and reaps dead nodes, every fifth of
     /// `--node-timeout`, until that fails.
     async fn keep_lease(&self, mut conn: MultiplexedConnection) -> BrokerError {
-        let every = self.config.node_timeout / 4;
+        let every = self.config.node_timeout / 5;
         let lease = millis(self.lease());
         loop {
             sleep(every).await;
@@ -253,9 +255,9 @@ impl Cluster {
         }
     }
 
-    /// The lease's time to live: half of `--node-timeout`.
+    /// The lease's time to live: four fifths of `--node-timeout`.
     fn lease(&self) -> Duration {
-        self.config.node_timeout / 2
+        self.config.node_timeout * 4 / 5
     }
 }
 
