@@ -112,3 +112,34 @@ pub async fn connect(server: &ServerProcess, nick: &str) -> Ws {
     assert_eq!(welcome["nick"], nick, "{welcome}");
     c
 }
+
+/// Reads `c`'s frames until one satisfies `want` and returns every frame
+/// read, that one last. Each read is bounded by [`BOUND`], the frames by
+/// [`MAX_FRAMES`]; `what` names the awaited frame in the failure.
+pub async fn read_until(c: &mut Ws, what: &str, want: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let mut read = Vec::new();
+    for _ in 0..MAX_FRAMES {
+        match c.next_within(BOUND).await {
+            Some(v) => {
+                let done = want(&v);
+                read.push(v);
+                if done {
+                    return read;
+                }
+            }
+            None => panic!("no {what} within {BOUND:?}; read before: {read:?}"),
+        }
+    }
+    panic!("no {what} within {MAX_FRAMES} frames")
+}
+
+/// Whether `v` is the `presence` event `event` (`join`, `leave`) of `nick`
+/// in `room`.
+pub fn is_presence(v: &Value, room: &str, event: &str, nick: &str) -> bool {
+    v["type"] == "presence" && v["room"] == room && v["event"] == event && v["nick"] == nick
+}
+
+/// A `say` request with its `id`.
+pub fn say_request(room: &str, text: &str, id: &str) -> Value {
+    json!({"type": "say", "room": room, "text": text, "id": id})
+}

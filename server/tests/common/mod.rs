@@ -31,6 +31,8 @@ use serde_json::Value;
 pub mod wait;
 
 pub mod chat;
+pub mod cluster;
+pub mod redis;
 
 /// Bound on any single step (a read, a connect, the process exiting).
 pub const BOUND: Duration = Duration::from_secs(20);
@@ -65,7 +67,7 @@ impl ServerProcess {
         let pid = child.id();
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (lines_tx, stderr_lines) = mpsc_async::unbounded();
-        {
+        let stderr_reader = {
             let lines = BufReader::new(child.stderr.take().unwrap()).lines();
             let stderr = stderr.clone();
             std::thread::spawn(move || {
@@ -73,8 +75,8 @@ impl ServerProcess {
                     stderr.lock().unwrap().push(line.clone());
                     let _ = lines_tx.unbounded_send(line);
                 }
-            });
-        }
+            })
+        };
         let stdout = child.stdout.take().unwrap();
         let (line_tx, line_rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -89,11 +91,25 @@ impl ServerProcess {
             stderr,
             stderr_lines,
         };
-        let line = line_rx
-            .recv_timeout(BOUND)
-            .expect("no stdout line from natter-server within 20 s")
-            .expect("natter-server closed stdout without a line")
-            .expect("read stdout");
+        let line = match line_rx.recv_timeout(BOUND) {
+            Ok(Some(Ok(line))) => line,
+            Ok(Some(Err(e))) => panic!("read natter-server's stdout: {e}"),
+            Err(_) => panic!(
+                "no stdout line from natter-server within {BOUND:?}; stderr:\n{}",
+                process.stderr_text()
+            ),
+            // It exited without listening (a refused option, a failed
+            // start): what it said is the failure's explanation. Its
+            // stderr ends when it has exited.
+            Ok(None) => {
+                let status = process.child.take().map(|mut c| c.wait());
+                let _ = stderr_reader.join();
+                panic!(
+                    "natter-server closed stdout without a line ({status:?}); stderr:\n{}",
+                    process.stderr_text()
+                )
+            }
+        };
         assert!(line.contains("listening on ws://127.0.0.1:"), "{line:?}");
         process.url = line
             .split_whitespace()
