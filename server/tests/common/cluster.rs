@@ -88,7 +88,9 @@ pub async fn try_upgrade(url: &str) -> Result<(Ws, Value), u16> {
             Err(e) => panic!("upgrade on {url}: neither accepted nor refused with a status: {e}"),
         }
     };
-    timeout(BOUND, step)
+    // Boxed: the handshake's future is tens of KiB in a debug build, and
+    // every test future that awaits this one would carry it on the stack.
+    timeout(BOUND, Box::pin(step))
         .await
         .unwrap_or_else(|| panic!("no answer to an upgrade on {url} within {BOUND:?}"))
 }
@@ -120,7 +122,7 @@ pub async fn http_status(url: &str, path: &str) -> u16 {
             .and_then(|code| code.parse().ok())
             .unwrap_or_else(|| panic!("no HTTP/1.1 status line for GET {path}: {head:?}"))
     };
-    timeout(BOUND, exchange)
+    timeout(BOUND, Box::pin(exchange))
         .await
         .unwrap_or_else(|| panic!("no answer to GET {path} on {addr} within {BOUND:?}"))
 }
@@ -359,4 +361,20 @@ impl Progresses {
         })
         .await
     }
+}
+
+/// Upgrades on `url` until one is accepted (a node that lost its broker
+/// refuses them with 503 until it has it back), within `bound`; any
+/// status but 503 fails at once.
+pub async fn upgrade_when_accepted(url: &str, bound: Duration) -> (Ws, Value) {
+    Box::pin(super::wait::wait_until(
+        &format!("an upgrade on {url} to be accepted"),
+        bound,
+        async || match try_upgrade(url).await {
+            Ok(accepted) => Ok(accepted),
+            Err(503) => Err(503),
+            Err(status) => panic!("an upgrade on {url} got {status}, not 503 or accepted"),
+        },
+    ))
+    .await
 }

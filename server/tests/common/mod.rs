@@ -421,7 +421,10 @@ impl Ws {
             let welcome = ws.next().await;
             Ok::<_, String>((ws, welcome))
         };
-        match timeout(wait, fut).await {
+        // Boxed: the handshake's future is tens of KiB in a debug build,
+        // and a test that connects many times would otherwise carry a copy
+        // on its stack for each (enough to overflow a test thread's 2 MiB).
+        match timeout(wait, Box::pin(fut)).await {
             Some(r) => r,
             None => Err(format!("no welcome within {wait:?}")),
         }
