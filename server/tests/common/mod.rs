@@ -2,7 +2,8 @@
 //! ([`ServerProcess`], and [`run_to_exit`] for one expected to fail), a
 //! small WebSocket client ([`Ws`]), the chat requests ([`chat`]), a
 //! temporary directory ([`TempDir`]) and the suites' one bounded wait
-//! ([`wait::wait_until`]).
+//! ([`wait::wait_until`]); for the multi-node tests, a Redis of the test's
+//! own ([`redis::Redis`]) and nodes started on it ([`cluster`]).
 //!
 //! Each test file that uses it has `mod common;`; not every file uses every
 //! item, hence `dead_code` is allowed here.
