@@ -22,12 +22,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::process::Command;
 
 use async_tungstenite::tungstenite::Message;
 use futures::StreamExt;
@@ -35,16 +31,16 @@ use futures::channel::mpsc as mpsc_async;
 use natter_runtime::{spawn, spawn_blocking, timeout};
 use serde_json::{Value, json};
 
-use common::{BOUND, MAX_FRAMES, ServerProcess, Ws};
+use common::chat::{
+    Said, connect, epoch_of, history, join, join_since, leave, message, read_messages_to, say,
+};
+use common::{BOUND, MAX_FRAMES, ServerProcess, TempDir, Ws, run_to_exit, signal};
 
 /// The room most tests use.
 const ROOM: &str = "lobby";
 
 /// The store's file inside the data directory.
 const STORE_FILE: &str = "natter.redb";
-
-/// How every failure to open the store begins on stderr.
-const ERROR_PREFIX: &str = "natter-server: error:";
 
 /// Messages a `join` without `since` carries (guarantee 3).
 const JOIN_HISTORY: usize = 20;
@@ -826,110 +822,6 @@ fn a_commit_of_many_messages_drops_no_member_that_reads() {
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// A message event of a room, as the tests compare it.
-#[derive(Clone, Debug, PartialEq)]
-struct Said {
-    seq: u64,
-    from: String,
-    text: String,
-    ts: u64,
-}
-
-/// `v` as a message event of `room`.
-fn message(v: &Value, room: &str) -> Said {
-    assert_eq!(v["type"], "message", "{v}");
-    assert_eq!(v["room"], room, "{v}");
-    let field = |name: &str| {
-        v[name]
-            .as_str()
-            .unwrap_or_else(|| panic!("no {name} in {v}"))
-            .to_owned()
-    };
-    let number = |name: &str| {
-        v[name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no {name} in {v}"))
-    };
-    Said {
-        seq: number("seq"),
-        from: field("from"),
-        text: field("text"),
-        ts: number("ts"),
-    }
-}
-
-/// The `history` of a join reply.
-fn history(reply: &Value, room: &str) -> Vec<Said> {
-    reply["history"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no history in {reply}"))
-        .iter()
-        .map(|m| message(m, room))
-        .collect()
-}
-
-/// The `epoch` of a join reply (an opaque string).
-fn epoch_of(reply: &Value) -> String {
-    reply["epoch"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no epoch in {reply}"))
-        .to_owned()
-}
-
-fn join(room: &str) -> Value {
-    json!({"type": "join", "room": room, "id": "join"})
-}
-
-fn join_since(room: &str, since: u64, epoch: &str) -> Value {
-    json!({"type": "join", "room": room, "since": since, "epoch": epoch, "id": "join-since"})
-}
-
-fn leave(room: &str) -> Value {
-    json!({"type": "leave", "room": room, "id": "leave"})
-}
-
-/// Says `text` in `room`: the seq of its `ok`, and the room's message
-/// events read on the way to it.
-async fn say(c: &mut Ws, room: &str, text: &str) -> (u64, Vec<Said>) {
-    let (reply, events) = c
-        .request(json!({"type": "say", "room": room, "text": text, "id": "say"}))
-        .await;
-    assert_eq!(reply["type"], "ok", "say {text:?} got {reply}");
-    let seq = reply["seq"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no seq in {reply}"));
-    let heard = events
-        .iter()
-        .filter(|v| v["type"] == "message" && v["room"] == room)
-        .map(|v| message(v, room))
-        .collect();
-    (seq, heard)
-}
-
-/// Reads `c`'s frames until `heard` ends with `room`'s message `seq` (or a
-/// later one), adding the room's message events to it.
-async fn read_messages_to(c: &mut Ws, room: &str, seq: u64, heard: &mut Vec<Said>) {
-    for _ in 0..MAX_FRAMES {
-        if heard.last().is_some_and(|m| m.seq >= seq) {
-            return;
-        }
-        let v = c.next().await;
-        if v["type"] == "message" && v["room"] == room {
-            heard.push(message(&v, room));
-        }
-    }
-    panic!("no message {seq} of {room} within {MAX_FRAMES} frames");
-}
-
-/// Connects as `nick` (checked in the welcome).
-async fn connect(server: &ServerProcess, nick: &str) -> Ws {
-    let (c, welcome) = Ws::connect(&format!("{}?nick={nick}", server.url), None, BOUND)
-        .await
-        .unwrap_or_else(|e| panic!("connect {nick}: {e}\n{}", server.stderr_text()));
-    assert_eq!(welcome["nick"], nick, "{welcome}");
-    c
-}
-
 /// `natter-server` on 127.0.0.1, port 0, without rate limiting, with
 /// `args`. The environment variables of the options these tests rely on
 /// are removed, so that only the command line counts.
@@ -955,170 +847,8 @@ fn start(dir: &Path, args: &[&str]) -> ServerProcess {
     ServerProcess::spawn(data_dir_command(dir, args))
 }
 
-/// Sends `sig` (a name such as `KILL`) to `pid`.
-fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{sig} {pid} failed");
-}
-
-/// What a server expected not to start left behind.
-struct Exited {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Exited {
-    /// The one `natter-server: error:` line on stderr, after checking that
-    /// the process failed before printing its listening line.
-    fn error_line(&self) -> &str {
-        let Exited {
-            status,
-            stdout,
-            stderr,
-        } = self;
-        assert!(
-            !status.success(),
-            "natter-server exited with {status}\nstdout: {stdout}\nstderr: {stderr}"
-        );
-        assert!(
-            !stdout.contains("listening on"),
-            "natter-server listened before failing\nstdout: {stdout}\nstderr: {stderr}"
-        );
-        let lines: Vec<&str> = stderr
-            .lines()
-            .filter(|l| l.starts_with(ERROR_PREFIX))
-            .collect();
-        match lines[..] {
-            [line] => line,
-            _ => panic!("not one {ERROR_PREFIX:?} line on stderr:\n{stderr}"),
-        }
-    }
-}
-
-/// What [`run_to_exit`] hears from the process.
-enum Heard {
-    /// A line of its stdout.
-    Line(String),
-    /// Its exit.
-    Exit(std::io::Result<ExitStatus>),
-}
-
-/// Runs `cmd`, expected to fail, to its exit, collecting stdout and
-/// stderr. Fails at once if it prints its listening line (it is killed),
-/// and if it has neither exited nor listened within [`BOUND`].
-fn run_to_exit(mut cmd: Command) -> Exited {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start natter-server");
-    let pid = child.id();
-    let stderr = read_to_end_on_thread(child.stderr.take().expect("piped stderr"));
-    let lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-    let (tx, rx) = mpsc::channel();
-    let line_tx = tx.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let _ = line_tx.send(Heard::Line(line));
-        }
-    });
-    std::thread::spawn(move || {
-        let _ = tx.send(Heard::Exit(child.wait()));
-    });
-
-    let deadline = Instant::now() + BOUND;
-    let mut stdout = String::new();
-    let status = loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Heard::Line(line)) if line.contains("listening on") => {
-                signal(pid, "KILL");
-                let stderr = stderr.recv_timeout(BOUND).unwrap_or_default();
-                panic!("natter-server started instead of failing: {line:?}\nstderr: {stderr}");
-            }
-            Ok(Heard::Line(line)) => {
-                stdout.push_str(&line);
-                stdout.push('\n');
-            }
-            Ok(Heard::Exit(status)) => break status.expect("wait for natter-server"),
-            Err(_) => {
-                signal(pid, "KILL");
-                panic!("natter-server neither exited nor listened within {BOUND:?}");
-            }
-        }
-    };
-    // The rest of stdout: the channel ends once the reader has seen EOF.
-    loop {
-        match rx.recv_timeout(BOUND) {
-            Ok(Heard::Line(line)) => {
-                stdout.push_str(&line);
-                stdout.push('\n');
-            }
-            Ok(Heard::Exit(_)) => unreachable!("one exit"),
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                panic!("stdout still open {BOUND:?} after the exit")
-            }
-        }
-    }
-    let stderr = stderr
-        .recv_timeout(BOUND)
-        .unwrap_or_else(|_| panic!("stderr still open {BOUND:?} after the exit"));
-    Exited {
-        status,
-        stdout,
-        stderr,
-    }
-}
-
-/// Reads `r` to its end on a thread; the text arrives on the channel.
-fn read_to_end_on_thread(mut r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = r.read_to_end(&mut bytes);
-        let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
-    });
-    rx
-}
-
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("temporary paths are UTF-8")
-}
-
-/// A directory of its own under the system's temporary directory, removed
-/// on drop (declare it before the servers that use it, so that they are
-/// dropped, and killed, first).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "natter-durable-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A deterministic pseudo-random sequence (xorshift64), for texts and

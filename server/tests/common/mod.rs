@@ -1,17 +1,22 @@
 //! What the server's binary-level tests share: the `natter-server` process
-//! ([`ServerProcess`]), a small WebSocket client ([`Ws`]) and the suites'
-//! one bounded wait ([`wait::wait_until`]).
+//! ([`ServerProcess`], and [`run_to_exit`] for one expected to fail), a
+//! small WebSocket client ([`Ws`]), the chat requests ([`chat`]), a
+//! temporary directory ([`TempDir`]) and the suites' one bounded wait
+//! ([`wait::wait_until`]); for the multi-node tests, a Redis of the test's
+//! own ([`redis::Redis`]) and nodes started on it ([`cluster`]).
 //!
 //! Each test file that uses it has `mod common;`; not every file uses every
 //! item, hence `dead_code` is allowed here.
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message;
@@ -25,6 +30,10 @@ use serde_json::Value;
 /// tests cannot depend on): the same file, not a copy.
 #[path = "../../../tests/src/wait.rs"]
 pub mod wait;
+
+pub mod chat;
+pub mod cluster;
+pub mod redis;
 
 /// Bound on any single step (a read, a connect, the process exiting).
 pub const BOUND: Duration = Duration::from_secs(20);
@@ -59,7 +68,7 @@ impl ServerProcess {
         let pid = child.id();
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (lines_tx, stderr_lines) = mpsc_async::unbounded();
-        {
+        let stderr_reader = {
             let lines = BufReader::new(child.stderr.take().unwrap()).lines();
             let stderr = stderr.clone();
             std::thread::spawn(move || {
@@ -67,8 +76,8 @@ impl ServerProcess {
                     stderr.lock().unwrap().push(line.clone());
                     let _ = lines_tx.unbounded_send(line);
                 }
-            });
-        }
+            })
+        };
         let stdout = child.stdout.take().unwrap();
         let (line_tx, line_rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -83,11 +92,25 @@ impl ServerProcess {
             stderr,
             stderr_lines,
         };
-        let line = line_rx
-            .recv_timeout(BOUND)
-            .expect("no stdout line from natter-server within 20 s")
-            .expect("natter-server closed stdout without a line")
-            .expect("read stdout");
+        let line = match line_rx.recv_timeout(BOUND) {
+            Ok(Some(Ok(line))) => line,
+            Ok(Some(Err(e))) => panic!("read natter-server's stdout: {e}"),
+            Err(_) => panic!(
+                "no stdout line from natter-server within {BOUND:?}; stderr:\n{}",
+                process.stderr_text()
+            ),
+            // It exited without listening (a refused option, a failed
+            // start): what it said is the failure's explanation. Its
+            // stderr ends when it has exited.
+            Ok(None) => {
+                let status = process.child.take().map(|mut c| c.wait());
+                let _ = stderr_reader.join();
+                panic!(
+                    "natter-server closed stdout without a line ({status:?}); stderr:\n{}",
+                    process.stderr_text()
+                )
+            }
+        };
         assert!(line.contains("listening on ws://127.0.0.1:"), "{line:?}");
         process.url = line
             .split_whitespace()
@@ -202,6 +225,172 @@ impl Drop for ServerProcess {
     }
 }
 
+/// How every failure to start begins on stderr (a store that cannot be
+/// used, a broker that cannot be reached).
+pub const ERROR_PREFIX: &str = "natter-server: error:";
+
+/// Sends `sig` (a name such as `KILL`) to `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{sig} {pid} failed");
+}
+
+/// What a server expected not to start left behind.
+pub struct Exited {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Exited {
+    /// The one `natter-server: error:` line on stderr, after checking that
+    /// the process failed before printing its listening line.
+    pub fn error_line(&self) -> &str {
+        let Exited {
+            status,
+            stdout,
+            stderr,
+        } = self;
+        assert!(
+            !status.success(),
+            "natter-server exited with {status}\nstdout: {stdout}\nstderr: {stderr}"
+        );
+        assert!(
+            !stdout.contains("listening on"),
+            "natter-server listened before failing\nstdout: {stdout}\nstderr: {stderr}"
+        );
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with(ERROR_PREFIX))
+            .collect();
+        match lines[..] {
+            [line] => line,
+            _ => panic!("not one {ERROR_PREFIX:?} line on stderr:\n{stderr}"),
+        }
+    }
+}
+
+/// What [`run_to_exit`] hears from the process.
+pub enum Heard {
+    /// A line of its stdout.
+    Line(String),
+    /// Its exit.
+    Exit(std::io::Result<ExitStatus>),
+}
+
+/// Runs `cmd`, expected to fail, to its exit, collecting stdout and
+/// stderr. Fails at once if it prints its listening line (it is killed),
+/// and if it has neither exited nor listened within [`BOUND`].
+pub fn run_to_exit(mut cmd: Command) -> Exited {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start natter-server");
+    let pid = child.id();
+    let stderr = read_to_end_on_thread(child.stderr.take().expect("piped stderr"));
+    let lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let (tx, rx) = mpsc::channel();
+    let line_tx = tx.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = line_tx.send(Heard::Line(line));
+        }
+    });
+    std::thread::spawn(move || {
+        let _ = tx.send(Heard::Exit(child.wait()));
+    });
+
+    let deadline = Instant::now() + BOUND;
+    let mut stdout = String::new();
+    let status = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Heard::Line(line)) if line.contains("listening on") => {
+                signal(pid, "KILL");
+                let stderr = stderr.recv_timeout(BOUND).unwrap_or_default();
+                panic!("natter-server started instead of failing: {line:?}\nstderr: {stderr}");
+            }
+            Ok(Heard::Line(line)) => {
+                stdout.push_str(&line);
+                stdout.push('\n');
+            }
+            Ok(Heard::Exit(status)) => break status.expect("wait for natter-server"),
+            Err(_) => {
+                signal(pid, "KILL");
+                panic!("natter-server neither exited nor listened within {BOUND:?}");
+            }
+        }
+    };
+    // The rest of stdout: the channel ends once the reader has seen EOF.
+    loop {
+        match rx.recv_timeout(BOUND) {
+            Ok(Heard::Line(line)) => {
+                stdout.push_str(&line);
+                stdout.push('\n');
+            }
+            Ok(Heard::Exit(_)) => unreachable!("one exit"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("stdout still open {BOUND:?} after the exit")
+            }
+        }
+    }
+    let stderr = stderr
+        .recv_timeout(BOUND)
+        .unwrap_or_else(|_| panic!("stderr still open {BOUND:?} after the exit"));
+    Exited {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Reads `r` to its end on a thread; the text arrives on the channel.
+pub fn read_to_end_on_thread(mut r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = r.read_to_end(&mut bytes);
+        let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
+    });
+    rx
+}
+
+/// A directory of its own under the system's temporary directory, removed
+/// on drop (declare it before the servers that use it, so that they are
+/// dropped, and killed, first).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "natter-test-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // A small WebSocket client
 // ---------------------------------------------------------------------------
@@ -233,7 +422,10 @@ impl Ws {
             let welcome = ws.next().await;
             Ok::<_, String>((ws, welcome))
         };
-        match timeout(wait, fut).await {
+        // Boxed: the handshake's future is tens of KiB in a debug build,
+        // and a test that connects many times would otherwise carry a copy
+        // on its stack for each (enough to overflow a test thread's 2 MiB).
+        match timeout(wait, Box::pin(fut)).await {
             Some(r) => r,
             None => Err(format!("no welcome within {wait:?}")),
         }
