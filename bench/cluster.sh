@@ -83,6 +83,10 @@ for n in "${counts[@]}"; do
     timeout 600 "$load_bin" load $args "${urls[@]}" "${pid_args[@]}" --json --quiet \
       > "$out_dir/$name-$i.json" || true
     after=$(cpu_ticks "$redis_pid") ended=$(date +%s.%N)
+    # Redis's own time per script call (all of natter's requests are
+    # EVALSHA; in a say-heavy run, says dominate) and per PUBLISH.
+    redis-cli -p "$port" info commandstats | grep -E 'cmdstat_(evalsha|publish):' \
+      > "$out_dir/$name-$i.redis-commandstats" || true
     python3 -c "import os,sys; t=os.sysconf('SC_CLK_TCK'); print(round(($after-$before)/t/($ended-$started), 3))" \
       > "$out_dir/$name-$i.redis-cores"
     stop_all
@@ -94,5 +98,8 @@ for n in "${counts[@]}"; do names+=("$scenario@$n"); done
 python3 bench/table.py "$out_dir" "${names[@]}"
 for name in "${names[@]}"; do
   echo "$name: Redis CPU (cores, over the whole run): $(cat "$out_dir/$name"-*.redis-cores | sort -n | tr '\n' ' ')"
+  for f in "$out_dir/$name"-*.redis-commandstats; do
+    echo "  $(basename "$f" .redis-commandstats): $(tr '\n' ' ' < "$f")"
+  done
 done
 echo "raw results: $out_dir" >&2

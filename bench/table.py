@@ -60,7 +60,8 @@ def fanout_row(name, runs):
 
 def main():
     folder, scenarios = sys.argv[1], sys.argv[2:]
-    fanouts = [s for s in scenarios if s.startswith("fanout") or s.split("+")[0] in ("rooms", "says")]
+    # "@N" (bench/cluster.sh: N nodes) and "+disk"/"+tls" name variants.
+    fanouts = [s for s in scenarios if s.startswith("fanout") or s.split("+")[0].split("@")[0] in ("rooms", "says")]
     if fanouts:
         print("| scenario | runs | offered deliveries | delivered | of expected | lost | p50 | p99 | max | says acked | ok p50 | ok p99 | server CPU / delivery | cores server / tester | outcome |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
