@@ -10,7 +10,8 @@ use natter_protocol::Limits;
 /// Clients connect to ws://HOST:PORT/ws (optionally ?nick=NAME) and speak the
 /// JSON protocol described in protocol/README.md; a browser opens
 /// http://HOST:PORT/ for the chat page. The same port answers /healthz (503
-/// once shutting down) and /metrics (Prometheus). Every option can also be
+/// once shutting down) and /metrics (Prometheus). With --broker, several
+/// servers sharing one Redis serve one chat. Every option can also be
 /// set through the environment variable shown beside it. Logs go to stderr
 /// and are controlled by RUST_LOG (default: info); errors that stop the
 /// server are one line on stderr and exit status 1.
