@@ -123,18 +123,18 @@ impl Chat {
         }
     }
 
-    /// `rooms`.
-    pub(crate) async fn rooms(&self) -> Vec<RoomCount> {
+    /// `rooms` (`internal` when a cluster node cannot ask its broker).
+    pub(crate) async fn rooms(&self) -> Result<Vec<RoomCount>, ErrorCode> {
         match self {
-            Chat::Alone(r) => r.rooms().await,
+            Chat::Alone(r) => Ok(r.rooms().await),
             Chat::Cluster(c) => c.rooms().await,
         }
     }
 
-    /// `who`.
-    pub(crate) async fn who(&self, room: &str) -> Vec<String> {
+    /// `who` (`internal` when a cluster node cannot ask its broker).
+    pub(crate) async fn who(&self, room: &str) -> Result<Vec<String>, ErrorCode> {
         match self {
-            Chat::Alone(r) => r.who(room).await,
+            Chat::Alone(r) => Ok(r.who(room).await),
             Chat::Cluster(c) => c.who(room).await,
         }
     }

@@ -267,8 +267,8 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("--tls-cert and --tls-key go together".into());
         }
-        if !(self.node_timeout.is_finite() && self.node_timeout >= 0.2) {
-            return Err("--node-timeout must be a number of seconds >= 0.2".into());
+        if !(self.node_timeout.is_finite() && (0.2..=86_400.0).contains(&self.node_timeout)) {
+            return Err("--node-timeout must be between 0.2 and 86400 seconds".into());
         }
         if let Some(id) = &self.node_id
             && (id.is_empty()

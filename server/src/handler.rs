@@ -133,11 +133,11 @@ impl Handler<'_> {
                 ok(Reply::Whisper { to })
             }
             Request::Rooms => ok(Reply::Rooms {
-                rooms: reg.rooms().await,
+                rooms: reg.rooms().await?,
             }),
             Request::Who { room } => {
                 validate_room(&room)?;
-                let members = reg.who(&room).await;
+                let members = reg.who(&room).await?;
                 ok(Reply::Who { room, members })
             }
         })

@@ -90,6 +90,10 @@ pub enum ServerError {
     /// The TLS certificate or key (`--tls-cert`, `--tls-key`) is unusable.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// Another process took over this node's `--node-id` in the broker;
+    /// this one shut down rather than fight over it.
+    #[error("{0}; stopped serving")]
+    NodeTakenOver(String),
     /// Messages could not be made durable while serving; the server shut
     /// down rather than answer `say`s it could not keep.
     #[error("{0}; stopped serving")]
@@ -215,15 +219,19 @@ impl Server {
         // log (in `wind_down`) brings about, or at `stopped`; a cluster
         // node's broker session ends at `stopped` too: all of them finish.
         let broker = async {
-            if let Some(cluster) = state.chat.cluster() {
-                cluster.run(&stopped).await;
+            let cluster = state.chat.cluster()?;
+            let fatal = cluster.run(&stopped).await;
+            if fatal.is_some() {
+                state.shutdown.trigger();
             }
+            fatal
         };
-        let (cut_off, failed, ()) =
+        let (cut_off, failed, fatal) =
             futures::join!(serving, publish(&state, commits, &stopped), broker);
-        match failed {
-            Some(e) => Err(ServerError::HistoryWrite(e)),
-            None => Ok(cut_off),
+        match (failed, fatal) {
+            (Some(e), _) => Err(ServerError::HistoryWrite(e)),
+            (None, Some(why)) => Err(ServerError::NodeTakenOver(why)),
+            (None, None) => Ok(cut_off),
         }
     }
 }

@@ -2,12 +2,16 @@
 //! event or whisper, published by the scripts (`lua/prelude.lua` `emit`,
 //! `lua/whisper.lua`), read by every node's delivery task.
 //!
-//! A payload is five header lines and the frame to deliver, as clients get
+//! A payload is six header lines and the frame to deliver, as clients get
 //! it, so a node copies it once into a shared frame and parses no JSON:
 //!
 //! ```text
-//! kind \n room \n ev \n node \n conn \n frame
+//! kind \n room \n epoch \n ev \n node \n conn \n frame
 //! ```
+//!
+//! The epoch names the room's incarnation: a room forgotten (`--max-rooms`)
+//! and created again numbers its events from 1 again, and a node must not
+//! take the new room's event 3 for the old one's.
 //!
 //! (`bus_marker` below writes the one payload a node publishes itself.)
 
@@ -43,6 +47,8 @@ pub(crate) struct Event<'a> {
     pub(crate) kind: Kind,
     /// Its room (empty for a whisper).
     pub(crate) room: &'a str,
+    /// The room's incarnation (empty for a whisper or a marker).
+    pub(crate) epoch: &'a str,
     /// Its number in the room's order: 1, 2, 3, … (0 for a whisper).
     pub(crate) ev: u64,
     /// The node of the connection it is about: the sender, joiner, leaver,
@@ -58,7 +64,7 @@ pub(crate) struct Event<'a> {
 /// caller: it would be a bug, or another program writing to the bus).
 pub(crate) fn parse(payload: &[u8]) -> Option<Event<'_>> {
     let text = std::str::from_utf8(payload).ok()?;
-    let mut parts = text.splitn(6, '\n');
+    let mut parts = text.splitn(7, '\n');
     let kind = match parts.next()? {
         "m" => Kind::Message,
         "j" => Kind::Join,
@@ -71,6 +77,7 @@ pub(crate) fn parse(payload: &[u8]) -> Option<Event<'_>> {
     Some(Event {
         kind,
         room: parts.next()?,
+        epoch: parts.next()?,
         ev: parts.next()?.parse().ok()?,
         node: parts.next()?,
         conn: parts.next()?.parse().ok()?,
@@ -80,7 +87,7 @@ pub(crate) fn parse(payload: &[u8]) -> Option<Event<'_>> {
 
 /// The payload of marker `number` for `node` (see [`Kind::Marker`]).
 pub(crate) fn marker(node: &str, number: u64) -> String {
-    format!("k\n\n0\n{node}\n{number}\n")
+    format!("k\n\n\n0\n{node}\n{number}\n")
 }
 
 #[cfg(test)]
@@ -89,12 +96,15 @@ mod tests {
 
     #[test]
     fn reads_what_the_scripts_write() {
-        let p = b"m\nlobby\n7\nn1\n42\n{\"type\":\"message\",\"text\":\"a\\nb\"}";
+        let p = b"m\nlobby\nab12.3\n7\nn1\n42\n{\"type\":\"message\",\"text\":\"a\\nb\"}";
         let e = parse(p).unwrap();
         assert_eq!(e.kind, Kind::Message);
-        assert_eq!((e.room, e.ev, e.node, e.conn), ("lobby", 7, "n1", 42));
+        assert_eq!(
+            (e.room, e.epoch, e.ev, e.node, e.conn),
+            ("lobby", "ab12.3", 7, "n1", 42)
+        );
         assert_eq!(e.frame, "{\"type\":\"message\",\"text\":\"a\\nb\"}");
-        let w = parse(b"w\n\n0\nn2\n5\n{}").unwrap();
+        let w = parse(b"w\n\n\n0\nn2\n5\n{}").unwrap();
         assert_eq!((w.kind, w.room, w.ev, w.conn), (Kind::Whisper, "", 0, 5));
         let k = marker("n3", 9);
         let k = parse(k.as_bytes()).unwrap();

@@ -68,10 +68,20 @@ impl Cluster {
                     }
                     Err(e) => return e,
                 },
+                // The heartbeat found the bus quiet: subscribe again.
+                Either::Right(Ok(room)) if room.is_empty() => {
+                    match self.resubscribe(&mut conn).await {
+                        Ok(again) => {
+                            events = again;
+                            Ok(())
+                        }
+                        Err(e) => return e,
+                    }
+                }
                 Either::Right(Ok(room)) => {
-                    let applied = self.local.lock().await.applied(&room);
-                    match applied {
-                        Some(after) => self.repair(&room, after, &mut conn).await,
+                    let position = self.local.lock().await.position(&room);
+                    match position {
+                        Some((epoch, after)) => self.repair(&room, &epoch, after, &mut conn).await,
                         None => Ok(()),
                     }
                 }
@@ -100,17 +110,28 @@ impl Cluster {
                     log::warn!("ignoring a malformed message on {BUS}");
                     continue;
                 };
-                if let Applied::Gap { after } = local.apply(&mut post, &event, &self.config.node) {
-                    gaps.insert((Arc::<str>::from(event.room), after));
+                match local.apply(&mut post, &event, &self.config.node) {
+                    Applied::Gap { after } => {
+                        let (room, epoch) = (Arc::<str>::from(event.room), event.epoch);
+                        gaps.insert((room, Arc::<str>::from(epoch), after));
+                    }
+                    Applied::Lost => {
+                        let closed = local.lose_room(event.room);
+                        log::warn!(
+                            "room {}: forgotten and created again while {closed} member(s) here were in it; closed with 1013",
+                            event.room
+                        );
+                    }
+                    Applied::Delivered | Applied::Skipped => {}
                 }
             }
         }
         let mut repaired = BTreeSet::new();
-        for (room, after) in gaps {
+        for (room, epoch, after) in gaps {
             // A later event of the same room saw the same gap.
             if repaired.insert(room.clone()) {
                 log::info!("room {room}: events after {after} missed on the bus; repairing");
-                self.repair(&room, after, conn).await?;
+                self.repair(&room, &epoch, after, conn).await?;
             }
         }
         Ok(())
@@ -127,22 +148,24 @@ impl Cluster {
         // Before looking at which rooms to repair: a request that started
         // its script before this sees the change and asks for its room.
         self.generation.fetch_add(1, Ordering::SeqCst);
-        let followed = self.local.lock().await.followed();
-        for (room, after) in followed {
-            self.repair(&room, after, conn).await?;
+        let to_check = self.local.lock().await.to_check();
+        for (room, epoch, after) in to_check {
+            self.repair(&room, &epoch, after, conn).await?;
         }
         Ok(events)
     }
 
-    /// Delivers a room's events after `after` from the broker's kept
-    /// events; closes its local members with 1013 when they are gone.
+    /// Delivers a room's events after `after` (of incarnation `epoch`)
+    /// from the broker's kept events; closes its local members with 1013
+    /// when they are gone.
     async fn repair(
         &self,
         room: &str,
+        epoch: &str,
         after: u64,
         conn: &mut MultiplexedConnection,
     ) -> Result<(), BrokerError> {
-        let answer = self.checked(self.scripts.repair(conn, room, after).await)?;
+        let answer = self.checked(self.scripts.repair(conn, room, epoch, after).await)?;
         let mut locked = self.locked().await;
         let (local, mut post) = locked.parts();
         if let Repair::Events(payloads) = answer {
@@ -150,9 +173,9 @@ impl Cluster {
             for payload in &payloads {
                 let applied = match bus::parse(payload) {
                     Some(event) => local.apply(&mut post, &event, &self.config.node),
-                    None => Applied::Gap { after },
+                    None => Applied::Lost,
                 };
-                whole &= !matches!(applied, Applied::Gap { .. });
+                whole &= matches!(applied, Applied::Delivered | Applied::Skipped);
             }
             if whole {
                 return Ok(());

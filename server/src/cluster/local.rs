@@ -5,8 +5,14 @@
 //! to hand each bus event to the right local queues, in order.
 //!
 //! Two parties change it, under the node's one lock: the delivery task
-//! (applying bus events, in each room's order) and the connection tasks
-//! (after a script returned, to wait for its event: [`Local::wait_for`]).
+//! (applying bus events, in each room's order) and the connection tasks.
+//! A request that will cause a room event **pins** the room first
+//! ([`Local::pin`]), before its script runs, so the room is followed from
+//! before the event exists: the delivery task cannot pass the event by
+//! unseen, and the request can then wait for it ([`Local::wait_for`]).
+//! Where a followed room stands in its order is unknown until the delivery
+//! task sees its first event after the pin; only the delivery task (or a
+//! repair) ever sets it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -27,38 +33,64 @@ pub(crate) struct Local {
     /// This node's connections past their handshake.
     pub(crate) users: HashMap<ConnId, User>,
     /// Rooms whose order this node follows: those with local members, and
-    /// those a local request waits on.
+    /// those a local request has pinned or waits on.
     rooms: HashMap<Arc<str>, Followed>,
     /// Markers this node published and waits to see come back (see
     /// `bus::Kind::Marker`), by number.
     markers: HashMap<u64, oneshot::Sender<bool>>,
+    /// Bumped each time the broker is lost ([`Local::lose_all`]): a request
+    /// pinned in an earlier session must not wait for an event that went
+    /// with that session's subscription.
+    session: u64,
 }
 
 /// One local connection.
 pub(crate) struct User {
-    /// Its nick, as spelled (the broker decides it; kept for whispers to
-    /// oneself and the `who` of nobody).
+    /// Its nick, as spelled (the broker decides it).
     pub(crate) nick: Arc<str>,
     /// Where its frames go.
     pub(crate) outbox: Arc<Outbox>,
-    /// The rooms it is in (so a disconnect can name them, and
-    /// `--max-rooms-per-connection` is checked without the broker).
+    /// The rooms it is in, or is joining (added before the join's script
+    /// runs, so a disconnect always names every room the broker may hold
+    /// it in), checked against `--max-rooms-per-connection` here.
     pub(crate) rooms: BTreeSet<String>,
     /// Whispers that arrived before its `welcome` went out (the broker
     /// knows a nick before this node has sent the welcome): queued after
     /// it. `None` once welcomed.
     pub(crate) early: Option<Vec<Frame>>,
+    /// The rooms its request in flight pinned, unpinned when it has its
+    /// event or fails — or, if the request is dropped with its connection,
+    /// when the connection is removed.
+    pinned: Vec<Arc<str>>,
+}
+
+impl User {
+    /// A connection just upgraded, not welcomed yet.
+    pub(crate) fn new(outbox: Arc<Outbox>) -> User {
+        User {
+            nick: Arc::from(""),
+            outbox,
+            rooms: BTreeSet::new(),
+            early: Some(Vec::new()),
+            pinned: Vec::new(),
+        }
+    }
 }
 
 /// A room whose order this node follows.
+#[derive(Default)]
 struct Followed {
     /// Its local members.
     members: HashMap<ConnId, Arc<Outbox>>,
-    /// The last event delivered here: the next one must be `applied + 1`.
-    applied: u64,
-    /// Requests waiting for an event (theirs) to be delivered: the number,
-    /// and whom to tell (`false`: it never will be; the room was lost).
-    waiters: Vec<(u64, oneshot::Sender<bool>)>,
+    /// The incarnation followed and the last event delivered here (the
+    /// next must be one more); `None` until the first event after the room
+    /// was pinned.
+    at: Option<(Arc<str>, u64)>,
+    /// Requests in flight that will cause an event here.
+    pins: usize,
+    /// Requests waiting for their event: its epoch and number, and whom to
+    /// tell (`false`: it will never be delivered; the room was lost).
+    waiters: Vec<(Arc<str>, u64, oneshot::Sender<bool>)>,
 }
 
 /// What became of one bus event.
@@ -74,7 +106,14 @@ pub(crate) enum Applied {
         /// The last event delivered in order.
         after: u64,
     },
+    /// The room this node's members heard is gone (forgotten and created
+    /// again): the caller closes them ([`Local::lose_room`]).
+    Lost,
 }
+
+/// A request whose room was lost, or whose session ended, while it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stale;
 
 impl Local {
     /// Hands one bus event to this node's members, in its room's order.
@@ -92,25 +131,22 @@ impl Local {
             }
             _ => {}
         }
-        let room = match self.rooms.get_mut(event.room) {
-            Some(room) => room,
-            // A room is followed from a local member's own `join` on.
-            None if event.kind == Kind::Join
-                && subject.is_some_and(|c| self.users.contains_key(&c)) =>
-            {
-                self.rooms
-                    .entry(Arc::from(event.room))
-                    .or_insert_with(|| Followed::after(event.ev - 1))
-            }
-            None => return Applied::Skipped,
+        let Some(room) = self.rooms.get_mut(event.room) else {
+            return Applied::Skipped;
         };
-        if event.ev <= room.applied {
+        let applied = match &room.at {
+            Some((epoch, applied)) if **epoch == *event.epoch => *applied,
+            // A new incarnation where nobody here heard the old one (only
+            // requests wait): follow the new one from this event.
+            Some(_) if room.members.is_empty() => room.start_at(event),
+            Some(_) => return Applied::Lost,
+            None => room.start_at(event),
+        };
+        if event.ev <= applied {
             return Applied::Skipped;
         }
-        if event.ev > room.applied + 1 {
-            return Applied::Gap {
-                after: room.applied,
-            };
+        if event.ev > applied + 1 {
+            return Applied::Gap { after: applied };
         }
         let subject = subject.unwrap_or(0);
         if event.kind == Kind::Join
@@ -123,8 +159,8 @@ impl Local {
         if event.kind == Kind::Leave {
             room.members.remove(&subject);
         }
-        room.applied = event.ev;
-        room.resolve(true);
+        room.at = Some((Arc::from(event.epoch), event.ev));
+        room.resolve();
         if room.is_idle() {
             self.rooms.remove(event.room);
         }
@@ -132,10 +168,9 @@ impl Local {
     }
 
     fn whisper(&mut self, post: &mut Post<'_>, to: Option<ConnId>, frame: &str) -> Applied {
-        let Some(user) = to.and_then(|c| self.users.get_mut(&c).map(|u| (c, u))) else {
+        let Some((id, user)) = to.and_then(|c| self.users.get_mut(&c).map(|u| (c, u))) else {
             return Applied::Skipped;
         };
-        let (id, user) = user;
         let frame = Frame::from(frame.to_owned());
         match &mut user.early {
             Some(early) => early.push(frame),
@@ -144,22 +179,64 @@ impl Local {
         Applied::Delivered
     }
 
-    /// For a request whose script produced event `ev` in `room`: `None` if
-    /// it has been delivered here already, else a receiver that says when
-    /// it is (`true`) or that it never will be (`false`). A room nobody
-    /// here follows yet (a join whose event is still on its way) is
-    /// followed from just before `ev`.
-    pub(crate) fn wait_for(&mut self, room: &str, ev: u64) -> Option<oneshot::Receiver<bool>> {
-        let followed = self
-            .rooms
-            .entry(Arc::from(room))
-            .or_insert_with(|| Followed::after(ev.saturating_sub(1)));
-        if followed.applied >= ev {
-            return None;
+    /// Pins `rooms` for a request of connection `id` about to run its
+    /// script, and returns the session it runs in. `None`: the connection
+    /// is gone (its broker session was lost).
+    pub(crate) fn pin(&mut self, id: ConnId, rooms: &[&str]) -> Option<u64> {
+        let user = self.users.get_mut(&id)?;
+        for &name in rooms {
+            let name: Arc<str> = Arc::from(name);
+            self.rooms.entry(name.clone()).or_default().pins += 1;
+            user.pinned.push(name);
+        }
+        Some(self.session)
+    }
+
+    /// Releases what connection `id` pinned (its request has its answer).
+    pub(crate) fn unpin(&mut self, id: ConnId) {
+        let pinned = match self.users.get_mut(&id) {
+            Some(user) => std::mem::take(&mut user.pinned),
+            None => return,
+        };
+        self.release(&pinned);
+    }
+
+    fn release(&mut self, pinned: &[Arc<str>]) {
+        for name in pinned {
+            if let Some(room) = self.rooms.get_mut(name) {
+                room.pins = room.pins.saturating_sub(1);
+                if room.is_idle() {
+                    self.rooms.remove(name);
+                }
+            }
+        }
+    }
+
+    /// For a request (of `session`) whose script produced event `ev` of
+    /// incarnation `epoch` in `room`, which it pinned: `Ok(None)` if that
+    /// event has been delivered here already, else a receiver that says
+    /// when it is (`true`) or that it never will be (`false`).
+    pub(crate) fn wait_for(
+        &mut self,
+        session: u64,
+        room: &str,
+        epoch: &str,
+        ev: u64,
+    ) -> Result<Option<oneshot::Receiver<bool>>, Stale> {
+        if session != self.session {
+            return Err(Stale);
+        }
+        // Pinned, so followed — unless the room was lost meanwhile.
+        let followed = self.rooms.get_mut(room).ok_or(Stale)?;
+        if let Some((at, applied)) = &followed.at
+            && **at == *epoch
+            && *applied >= ev
+        {
+            return Ok(None);
         }
         let (tell, told) = oneshot::channel();
-        followed.waiters.push((ev, tell));
-        Some(told)
+        followed.waiters.push((Arc::from(epoch), ev, tell));
+        Ok(Some(told))
     }
 
     /// Waits for marker `number` to come back over the bus.
@@ -169,23 +246,44 @@ impl Local {
         told
     }
 
-    /// The rooms followed and the last event delivered in each: what a
-    /// node checks against the broker after its subscription was lost.
-    pub(crate) fn followed(&self) -> Vec<(Arc<str>, u64)> {
+    /// What to check against the broker after the subscription was lost:
+    /// each followed room, the incarnation it follows (empty: not known
+    /// yet) and the last event delivered — or, for a room whose position
+    /// is not known yet, just before the earliest event a request waits
+    /// for. Rooms pinned with nothing known and nobody waiting are left
+    /// out: their requests see the new session number and ask.
+    pub(crate) fn to_check(&self) -> Vec<(Arc<str>, Arc<str>, u64)> {
         self.rooms
             .iter()
-            .map(|(name, room)| (name.clone(), room.applied))
+            .filter_map(|(name, room)| match &room.at {
+                Some((epoch, applied)) => Some((name.clone(), epoch.clone(), *applied)),
+                None => room
+                    .waiters
+                    .iter()
+                    .min_by_key(|(_, ev, _)| *ev)
+                    .map(|(epoch, ev, _)| (name.clone(), epoch.clone(), ev - 1)),
+            })
             .collect()
     }
 
-    /// The last event delivered in `room`, if it is followed.
-    pub(crate) fn applied(&self, room: &str) -> Option<u64> {
-        self.rooms.get(room).map(|r| r.applied)
+    /// Where `room` stands, for a repair a request asked for: its epoch
+    /// (empty if not known) and last event delivered.
+    pub(crate) fn position(&self, room: &str) -> Option<(Arc<str>, u64)> {
+        let followed = self.rooms.get(room)?;
+        match &followed.at {
+            Some(at) => Some(at.clone()),
+            None => followed
+                .waiters
+                .iter()
+                .min_by_key(|(_, ev, _)| *ev)
+                .map(|(epoch, ev, _)| (epoch.clone(), ev - 1)),
+        }
     }
 
     /// A room's missing events cannot be recovered: its local members are
     /// closed with 1013 (they reconnect and recover with `since`), and
-    /// the requests waiting on it fail. Returns how many were closed.
+    /// the requests waiting on it fail (their connections close too).
+    /// Returns how many members were closed.
     pub(crate) fn lose_room(&mut self, room: &str) -> usize {
         let Some(mut followed) = self.rooms.remove(room) else {
             return 0;
@@ -193,18 +291,20 @@ impl Local {
         for outbox in followed.members.values() {
             outbox.close(CloseReason::TryAgainLater);
         }
-        followed.resolve(false);
+        followed.fail();
         followed.members.len()
     }
 
     /// The broker is lost: every local connection is closed with 1013 and
-    /// forgotten, every waiting request fails. Returns how many were closed.
+    /// forgotten, every waiting request fails, and the session ends.
+    /// Returns how many connections were closed.
     pub(crate) fn lose_all(&mut self) -> usize {
+        self.session += 1;
         for user in self.users.values() {
             user.outbox.close(CloseReason::TryAgainLater);
         }
         for followed in self.rooms.values_mut() {
-            followed.resolve(false);
+            followed.fail();
         }
         self.rooms.clear();
         // Dropped senders: those waits fail.
@@ -213,8 +313,8 @@ impl Local {
     }
 
     /// Forgets a connection that is going: it leaves every room's local
-    /// members at once (nothing more is queued for it). Returns the rooms
-    /// it was in, for the broker.
+    /// members at once (nothing more is queued for it) and lets go of what
+    /// it pinned. Returns the rooms it was in (or joining), for the broker.
     pub(crate) fn remove_user(&mut self, id: ConnId) -> Option<Vec<String>> {
         let user = self.users.remove(&id)?;
         for name in &user.rooms {
@@ -225,6 +325,7 @@ impl Local {
                 }
             }
         }
+        self.release(&user.pinned);
         Some(user.rooms.into_iter().collect())
     }
 
@@ -236,32 +337,55 @@ impl Local {
 }
 
 impl Followed {
-    fn after(applied: u64) -> Followed {
-        Followed {
-            members: HashMap::new(),
-            applied,
-            waiters: Vec::new(),
+    /// Follows the incarnation of `event` from just before it. Requests
+    /// waiting on the incarnation followed until now will never get their
+    /// event (all of its events came before this one); any other waiter
+    /// may be on this incarnation or a later one, and keeps waiting.
+    fn start_at(&mut self, event: &Event<'_>) -> u64 {
+        let applied = event.ev - 1;
+        let previous = self.at.replace((Arc::from(event.epoch), applied));
+        if let Some((gone, _)) = previous {
+            let mut i = 0;
+            while i < self.waiters.len() {
+                if self.waiters[i].0 == gone {
+                    let (_, _, tell) = self.waiters.swap_remove(i);
+                    let _ = tell.send(false);
+                } else {
+                    i += 1;
+                }
+            }
         }
+        applied
     }
 
-    /// Tells the waiters whose event is delivered (`true`), or all of them
-    /// that it never will be (`false`).
-    fn resolve(&mut self, delivered: bool) {
-        let applied = self.applied;
+    /// Tells the waiters whose event has been delivered.
+    fn resolve(&mut self) {
+        let Some((epoch, applied)) = &self.at else {
+            return;
+        };
         let mut i = 0;
         while i < self.waiters.len() {
-            if !delivered || self.waiters[i].0 <= applied {
-                let (_, tell) = self.waiters.swap_remove(i);
+            let (e, ev, _) = &self.waiters[i];
+            if e == epoch && ev <= applied {
+                let (_, _, tell) = self.waiters.swap_remove(i);
                 // The request may have gone (its connection closed).
-                let _ = tell.send(delivered);
+                let _ = tell.send(true);
             } else {
                 i += 1;
             }
         }
     }
 
-    /// No local member and nobody waiting: the node can stop following.
+    /// Tells every waiter its event will not be delivered.
+    fn fail(&mut self) {
+        for (_, _, tell) in self.waiters.drain(..) {
+            let _ = tell.send(false);
+        }
+    }
+
+    /// No local member, no request pinning it or waiting: the node can
+    /// stop following.
     fn is_idle(&self) -> bool {
-        self.members.is_empty() && self.waiters.is_empty()
+        self.members.is_empty() && self.pins == 0 && self.waiters.is_empty()
     }
 }

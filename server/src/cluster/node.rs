@@ -8,7 +8,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_lock::Mutex;
-use futures::channel::oneshot;
 use natter_runtime::redis::aio::{MultiplexedConnection, PubSubStream};
 use natter_runtime::redis::{self, AsyncConnectionConfig};
 
@@ -73,6 +72,10 @@ pub(crate) struct Cluster {
     pub(super) scripts: Scripts,
     /// `--history` and `--max-rooms`, as the scripts take them.
     pub(super) bounds: Bounds,
+    /// Random per start: this life of the node, held in its lease. A second
+    /// process started with the same `--node-id` takes the lease over, and
+    /// this one then stops rather than fight over it.
+    pub(super) token: String,
     /// Random per process: the first part of the epochs of rooms this node
     /// creates, so that a room re-created after Redis lost its data gets
     /// an epoch no client has seen.
@@ -130,31 +133,16 @@ impl Cluster {
     }
 
     /// Passes a broker answer through, and raises the alarm when it says
-    /// the broker is unreachable or the lease is gone.
+    /// the broker is unreachable or the lease is gone: the session then
+    /// ends (a command that got no answer may still have been carried out,
+    /// and only registering again, which reaps what this node left, puts
+    /// the broker and the node back in step).
     pub(super) fn checked<T>(&self, answer: Result<T, BrokerError>) -> Result<T, BrokerError> {
         if let Err(e @ (BrokerError::Down(_) | BrokerError::NoLease)) = &answer {
             log::debug!("broker call failed: {e}");
             self.trouble.notify(usize::MAX);
         }
         answer
-    }
-
-    /// Waits for event `ev` of `room` to be delivered here, and asks for
-    /// the room to be checked if the subscription was re-established while
-    /// the script ran (the event may have fallen in the gap).
-    pub(super) fn wait_for(
-        &self,
-        local: &mut Local,
-        room: &str,
-        ev: u64,
-        generation: u64,
-    ) -> Option<oneshot::Receiver<bool>> {
-        let wait = local.wait_for(room, ev)?;
-        if self.generation.load(Ordering::SeqCst) != generation {
-            // Unbounded, and the delivery task outlives every request.
-            let _ = self.resync.0.try_send(Arc::from(room));
-        }
-        Some(wait)
     }
 
     /// Delivers frames under the node's lock (for the delivery task).

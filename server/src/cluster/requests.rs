@@ -2,16 +2,17 @@
 //! script in the broker, then waits until this node has delivered the
 //! event it caused (see the module docs of `super`).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use futures::channel::oneshot;
 use natter_protocol::names::nick_key;
 use natter_protocol::{ChatMessage, ErrorCode, RoomCount, ServerMessage, WhisperEvent};
 use natter_runtime::redis;
+use natter_runtime::timeout;
 
 use crate::broadcast::Locked;
+use crate::close_reason::CloseReason;
 use crate::conn_id::ConnId;
 use crate::frame::{Frame, encode, unix_ms};
 use crate::outbox::{Cause, Outbox};
@@ -19,7 +20,7 @@ use crate::registry::{Joined, RegistryCounts};
 use crate::room::HistorySlice;
 
 use super::bus;
-use super::local::User;
+use super::local::{Local, Stale, User};
 use super::node::Cluster;
 use super::scripts;
 
@@ -38,19 +39,15 @@ impl Cluster {
         let wanted = wanted.filter(|_| !invalid);
         // Known here before the broker hands out the nick, so a whisper
         // that races the welcome waits behind it rather than being lost.
-        self.local.lock().await.users.insert(
-            id,
-            User {
-                nick: Arc::from(""),
-                outbox: outbox.clone(),
-                rooms: BTreeSet::new(),
-                early: Some(Vec::new()),
-            },
-        );
+        self.local
+            .lock()
+            .await
+            .users
+            .insert(id, User::new(outbox.clone()));
         let answer = match self.link() {
             Ok(mut c) => {
-                let node = &self.config.node;
-                self.checked(self.scripts.connect(&mut c, node, id, wanted).await)
+                let connected = self.scripts.connect(&mut c, self.me(), id, wanted);
+                self.checked(connected.await)
             }
             Err(e) => Err(e),
         };
@@ -98,25 +95,40 @@ impl Cluster {
     /// Changes a connection's nick; every room it is in hears `rename`
     /// (before the reply).
     pub(crate) async fn rename(&self, id: ConnId, nick: &str) -> Result<String, ErrorCode> {
-        let rooms = self.rooms_of(id).await?;
-        let mut c = self.link().map_err(|_| ErrorCode::Internal)?;
-        let generation = self.generation.load(Ordering::SeqCst);
-        let node = &self.config.node;
-        let renamed = self.checked(self.scripts.rename(&mut c, node, id, nick, &rooms).await);
-        let events = renamed.map_err(|_| ErrorCode::Internal)??;
-        let mut waits = Vec::new();
-        {
+        let (rooms, ticket) = {
             let mut local = self.local.lock().await;
-            if let Some(user) = local.users.get_mut(&id) {
-                user.nick = Arc::from(nick);
+            let user = local.users.get(&id).ok_or(ErrorCode::Internal)?;
+            let rooms: Vec<String> = user.rooms.iter().cloned().collect();
+            let names: Vec<&str> = rooms.iter().map(String::as_str).collect();
+            let ticket = self.ticket(&mut local, id, &names)?;
+            (rooms, ticket)
+        };
+        let renamed = match self.link() {
+            Ok(mut c) => {
+                let node = &self.config.node;
+                self.checked(self.scripts.rename(&mut c, node, id, nick, &rooms).await)
             }
-            for (room, ev) in &events {
-                waits.extend(self.wait_for(&mut local, room, *ev, generation));
+            Err(e) => Err(e),
+        };
+        let events = match renamed {
+            Ok(Ok(events)) => events,
+            Ok(Err(refused)) => {
+                self.unpin(id).await;
+                return Err(refused);
             }
+            Err(_) => {
+                self.unpin(id).await;
+                return Err(ErrorCode::Internal);
+            }
+        };
+        if let Some(user) = self.local.lock().await.users.get_mut(&id) {
+            user.nick = Arc::from(nick);
         }
-        for wait in waits {
-            delivered(wait).await?;
-        }
+        let events: Vec<(&str, &str, u64)> = events
+            .iter()
+            .map(|(room, ev, epoch)| (room.as_str(), epoch.as_str(), *ev))
+            .collect();
+        self.settle(id, ticket, &events).await?;
         Ok(nick.to_owned())
     }
 
@@ -130,33 +142,37 @@ impl Cluster {
         since: Option<u64>,
         epoch: Option<&str>,
     ) -> Result<Joined, ErrorCode> {
-        {
-            let local = self.local.lock().await;
-            let user = local.users.get(&id).ok_or(ErrorCode::Internal)?;
-            if !user.rooms.contains(name)
-                && user.rooms.len() >= self.config.max_rooms_per_connection
-            {
-                return Err(ErrorCode::TooManyRooms);
-            }
-        }
-        let mut c = self.link().map_err(|_| ErrorCode::Internal)?;
-        let generation = self.generation.load(Ordering::SeqCst);
-        let node = &self.config.node;
-        let joined = self
-            .scripts
-            .join(&mut c, node, id, name, &self.epoch_prefix, since, epoch);
-        let answer = self
-            .checked(joined.await)
-            .map_err(|_| ErrorCode::Internal)?;
-        let wait = {
+        let ticket = {
             let mut local = self.local.lock().await;
             let user = local.users.get_mut(&id).ok_or(ErrorCode::Internal)?;
-            user.rooms.insert(name.to_owned());
-            self.wait_for(&mut local, name, answer.ev, generation)
+            if !user.rooms.contains(name) {
+                if user.rooms.len() >= self.config.max_rooms_per_connection {
+                    return Err(ErrorCode::TooManyRooms);
+                }
+                // Before the script: should this request be dropped with
+                // its connection while the script runs, the disconnect
+                // still names the room (leaving a room one is not in is
+                // nothing).
+                user.rooms.insert(name.to_owned());
+            }
+            self.ticket(&mut local, id, &[name])?
         };
-        if let Some(wait) = wait {
-            delivered(wait).await?;
-        }
+        let joined = match self.link() {
+            Ok(mut c) => {
+                let prefix = &self.epoch_prefix;
+                let joined = self
+                    .scripts
+                    .join(&mut c, self.me(), id, name, prefix, since, epoch);
+                self.checked(joined.await)
+            }
+            Err(e) => Err(e),
+        };
+        let Ok(answer) = joined else {
+            self.unpin(id).await;
+            return Err(ErrorCode::Internal);
+        };
+        self.settle(id, ticket, &[(name, &answer.epoch, answer.ev)])
+            .await?;
         let mut members = answer.members;
         members.sort_unstable();
         Ok(Joined {
@@ -172,31 +188,44 @@ impl Cluster {
 
     /// Leaves a room; the leaver hears its own `leave` before the reply.
     pub(crate) async fn leave(&self, id: ConnId, name: &str) -> Result<(), ErrorCode> {
-        self.member_of(id, name).await?;
-        let mut c = self.link().map_err(|_| ErrorCode::Internal)?;
-        let generation = self.generation.load(Ordering::SeqCst);
-        let left = self
-            .scripts
-            .leave(&mut c, &self.config.node, id, name, &self.bounds);
-        let ev = self.checked(left.await).map_err(|_| ErrorCode::Internal)?;
-        let wait = {
+        let ticket = {
             let mut local = self.local.lock().await;
-            if let Some(user) = local.users.get_mut(&id) {
-                user.rooms.remove(name);
-            }
-            let ev = ev.ok_or(ErrorCode::NotMember)?;
-            self.wait_for(&mut local, name, ev, generation)
+            member_of(&local, id, name)?;
+            self.ticket(&mut local, id, &[name])?
         };
-        if let Some(wait) = wait {
-            delivered(wait).await?;
+        let left = match self.link() {
+            Ok(mut c) => {
+                let node = &self.config.node;
+                let left = self.scripts.leave(&mut c, node, id, name, &self.bounds);
+                self.checked(left.await)
+            }
+            Err(e) => Err(e),
+        };
+        let left = match left {
+            Ok(left) => left,
+            Err(_) => {
+                self.unpin(id).await;
+                return Err(ErrorCode::Internal);
+            }
+        };
+        if let Some(user) = self.local.lock().await.users.get_mut(&id) {
+            user.rooms.remove(name);
         }
-        Ok(())
+        let Some((ev, epoch)) = left else {
+            self.unpin(id).await;
+            return Err(ErrorCode::NotMember);
+        };
+        self.settle(id, ticket, &[(name, &epoch, ev)]).await
     }
 
     /// Says `text` in a room: the broker numbers it and publishes it; the
     /// reply (the seq) follows once this node delivered it to the sender.
     pub(crate) async fn say(&self, id: ConnId, name: &str, text: &str) -> Result<u64, ErrorCode> {
-        let from = self.member_of(id, name).await?;
+        let (from, ticket) = {
+            let mut local = self.local.lock().await;
+            let from = member_of(&local, id, name)?;
+            (from, self.ticket(&mut local, id, &[name])?)
+        };
         let frame = encode(&ServerMessage::Message(ChatMessage {
             room: name.to_owned(),
             seq: 0,
@@ -204,21 +233,28 @@ impl Cluster {
             text: text.to_owned(),
             ts: unix_ms(),
         }));
-        let (head, tail) = split_at_seq(&frame).ok_or(ErrorCode::Internal)?;
-        let mut c = self.link().map_err(|_| ErrorCode::Internal)?;
-        let generation = self.generation.load(Ordering::SeqCst);
-        let node = &self.config.node;
-        let said = self
-            .scripts
-            .say(&mut c, node, id, name, head, tail, &self.bounds);
-        let (seq, ev) = self
-            .checked(said.await)
-            .map_err(|_| ErrorCode::Internal)?
-            .ok_or(ErrorCode::NotMember)?;
-        let wait = self.wait_for(&mut *self.local.lock().await, name, ev, generation);
-        if let Some(wait) = wait {
-            delivered(wait).await?;
-        }
+        let said = match (split_at_seq(&frame), self.link()) {
+            (Some((head, tail)), Ok(mut c)) => {
+                let node = &self.config.node;
+                let said = self
+                    .scripts
+                    .say(&mut c, node, id, name, head, tail, &self.bounds);
+                self.checked(said.await).map_err(|_| ErrorCode::Internal)
+            }
+            _ => Err(ErrorCode::Internal),
+        };
+        let (seq, ev, epoch) = match said {
+            Ok(Some(said)) => said,
+            Ok(None) => {
+                self.unpin(id).await;
+                return Err(ErrorCode::NotMember);
+            }
+            Err(code) => {
+                self.unpin(id).await;
+                return Err(code);
+            }
+        };
+        self.settle(id, ticket, &[(name, &epoch, ev)]).await?;
         Ok(seq)
     }
 
@@ -275,13 +311,13 @@ impl Cluster {
     }
 
     /// Rooms with members on any node, sorted by name.
-    pub(crate) async fn rooms(&self) -> Vec<RoomCount> {
+    pub(crate) async fn rooms(&self) -> Result<Vec<RoomCount>, ErrorCode> {
         let listed = match self.link() {
             Ok(mut c) => self.checked(scripts::rooms(&mut c).await),
             Err(e) => Err(e),
         };
         let mut rooms: Vec<RoomCount> = listed
-            .unwrap_or_default()
+            .map_err(|_| ErrorCode::Internal)?
             .into_iter()
             .map(|(room, members)| RoomCount {
                 room,
@@ -289,18 +325,18 @@ impl Cluster {
             })
             .collect();
         rooms.sort_unstable_by(|a, b| a.room.cmp(&b.room));
-        rooms
+        Ok(rooms)
     }
 
     /// A room's members on every node, sorted.
-    pub(crate) async fn who(&self, name: &str) -> Vec<String> {
+    pub(crate) async fn who(&self, name: &str) -> Result<Vec<String>, ErrorCode> {
         let listed = match self.link() {
             Ok(mut c) => self.checked(scripts::who(&mut c, name).await),
             Err(e) => Err(e),
         };
-        let mut members = listed.unwrap_or_default();
+        let mut members = listed.map_err(|_| ErrorCode::Internal)?;
         members.sort_unstable();
-        members
+        Ok(members)
     }
 
     /// This node's own counts: its connections, the rooms it follows, and
@@ -315,34 +351,106 @@ impl Cluster {
         }
     }
 
-    /// The rooms a connection is in.
-    async fn rooms_of(&self, id: ConnId) -> Result<Vec<String>, ErrorCode> {
-        let local = self.local.lock().await;
-        let user = local.users.get(&id).ok_or(ErrorCode::Internal)?;
-        Ok(user.rooms.iter().cloned().collect())
+    /// Pins `rooms` for connection `id`'s request, before its script runs
+    /// (see `local.rs`), and notes the session and subscription it runs
+    /// in.
+    fn ticket(&self, local: &mut Local, id: ConnId, rooms: &[&str]) -> Result<Ticket, ErrorCode> {
+        let session = local.pin(id, rooms).ok_or(ErrorCode::Internal)?;
+        Ok(Ticket {
+            session,
+            generation: self.generation.load(Ordering::SeqCst),
+        })
     }
 
-    /// The connection's nick, if it is in `room` (else `not_member`,
-    /// without asking the broker).
-    async fn member_of(&self, id: ConnId, room: &str) -> Result<Arc<str>, ErrorCode> {
-        let local = self.local.lock().await;
-        let user = local.users.get(&id).ok_or(ErrorCode::Internal)?;
-        if !user.rooms.contains(room) {
-            return Err(ErrorCode::NotMember);
+    /// Lets go of what a request pinned whose script failed.
+    async fn unpin(&self, id: ConnId) {
+        self.local.lock().await.unpin(id);
+    }
+
+    /// After a request's script: waits until this node has delivered each
+    /// event the script caused (`(room, epoch, ev)`), so the reply follows
+    /// the requester's own events. An event that will never be delivered
+    /// here (its room's order was lost, the broker session ended, or it did
+    /// not come within [`DELIVERY_DEADLINE`]) closes the connection with
+    /// 1013: its client reconnects and recovers with `since`.
+    async fn settle(
+        &self,
+        id: ConnId,
+        ticket: Ticket,
+        events: &[(&str, &str, u64)],
+    ) -> Result<(), ErrorCode> {
+        let waits = {
+            let mut local = self.local.lock().await;
+            let mut waits = Vec::new();
+            let mut stale = false;
+            for &(room, epoch, ev) in events {
+                match local.wait_for(ticket.session, room, epoch, ev) {
+                    Ok(Some(wait)) => waits.push(wait),
+                    Ok(None) => {}
+                    Err(Stale) => stale = true,
+                }
+                if self.generation.load(Ordering::SeqCst) != ticket.generation {
+                    // The subscription was made again while the script
+                    // ran: its event may have fallen in the gap. (The
+                    // channel is unbounded; its receiver lives in `self`.)
+                    let _ = self.resync.0.try_send(Arc::from(room));
+                }
+            }
+            local.unpin(id);
+            if stale {
+                close_with_1013(&local, id);
+                return Err(ErrorCode::Internal);
+            }
+            waits
+        };
+        for wait in waits {
+            if !matches!(timeout(DELIVERY_DEADLINE, wait).await, Some(Ok(true))) {
+                close_with_1013(&*self.local.lock().await, id);
+                return Err(ErrorCode::Internal);
+            }
         }
-        Ok(user.nick.clone())
+        Ok(())
+    }
+
+    /// This node's name and the token of its life, as the scripts that add
+    /// state take them.
+    fn me(&self) -> (&str, &str) {
+        (&self.config.node, &self.token)
     }
 }
 
-/// Waits for a request's own event to be delivered here. `false` (or a
-/// dropped sender): its room's order was lost, and the connection is
-/// being closed with 1013.
-async fn delivered(wait: oneshot::Receiver<bool>) -> Result<(), ErrorCode> {
-    match wait.await {
-        Ok(true) => Ok(()),
-        _ => Err(ErrorCode::Internal),
+/// What a request pinned its rooms under.
+struct Ticket {
+    /// The broker session (see `Local::lose_all`).
+    session: u64,
+    /// The bus subscription (see `Cluster::generation`).
+    generation: u64,
+}
+
+/// How long a request waits for its own event to come back over the bus
+/// before it gives up on its connection. Generous: under overload the
+/// delivery task may wait for writers (guarantee 4) a long while; the
+/// bound only keeps a lost event from holding a connection for ever.
+const DELIVERY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The connection's nick, if it is in `room` (else `not_member`, without
+/// asking the broker).
+fn member_of(local: &Local, id: ConnId, room: &str) -> Result<Arc<str>, ErrorCode> {
+    let user = local.users.get(&id).ok_or(ErrorCode::Internal)?;
+    if !user.rooms.contains(room) {
+        return Err(ErrorCode::NotMember);
+    }
+    Ok(user.nick.clone())
+}
+
+/// Closes a connection whose room order this node lost: what was queued
+/// goes out, then 1013.
+fn close_with_1013(local: &Local, id: ConnId) {
+    if let Some(user) = local.users.get(&id) {
+        user.outbox.close(CloseReason::TryAgainLater);
     }
 }
+
 /// Splits an encoded `message` event with seq 0 around its seq, so that
 /// the broker can put the real one in: natter's encoding puts `"seq":0`
 /// after the room, whose alphabet has no quote, so its first occurrence is

@@ -24,6 +24,10 @@ pub(crate) enum BrokerError {
     /// before it adds anything.
     #[error("this node's lease in the broker expired")]
     NoLease,
+    /// Another process started with this node's `--node-id` took its
+    /// lease: this one must stop.
+    #[error("another process took over this node's id")]
+    TakenOver,
     /// The broker answered something this node does not understand (a
     /// different natter's keys, a script error): a bug, not an outage.
     #[error("unexpected answer from the broker: {0}")]
@@ -51,8 +55,15 @@ fn unexpected(what: &str, value: &Value) -> BrokerError {
 }
 
 /// Events kept per room for nodes that missed some (see `lua/repair.lua`):
-/// enough for a subscription to be re-established under a heavy burst.
-pub(crate) const EVENTS_KEPT: usize = 4096;
+/// enough for a subscription to be re-established under a heavy burst
+/// (a fifth of a second at 5 000 says/s into one room), and bounded in
+/// memory: at most this many events of at most `--max-message-bytes`
+/// per room with members (a room that empties keeps 16).
+pub(crate) const EVENTS_KEPT: usize = 1024;
+/// Memberships a reaping script ends per call, so that reaping a node with
+/// thousands of members never blocks Redis (and every other node) for
+/// long.
+const REAP_STEP: usize = 500;
 /// Messages a `join` without `since` carries (as on one server).
 const REPLY_HISTORY: usize = 20;
 
@@ -70,7 +81,7 @@ pub(crate) struct Scripts {
     register: Script,
     renew: Script,
     reap_dead: Script,
-    leave_cluster: Script,
+    reap_node: Script,
     connect: Script,
     disconnect: Script,
     rename: Script,
@@ -98,6 +109,17 @@ pub(crate) struct JoinAnswer {
     pub(crate) history: Vec<String>,
 }
 
+/// What a lease renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Renewed {
+    /// Renewed.
+    Yes,
+    /// It had lapsed (the node may have been reaped): register again.
+    Expired,
+    /// Another life of the same `--node-id` holds it.
+    TakenOver,
+}
+
 /// The answer to `repair`.
 pub(crate) enum Repair {
     /// Every event after the one asked for, in order (maybe none).
@@ -121,7 +143,7 @@ impl Scripts {
             register: script!("register.lua"),
             renew: script!("renew.lua"),
             reap_dead: script!("reap_dead.lua"),
-            leave_cluster: script!("leave_cluster.lua"),
+            reap_node: script!("reap_node.lua"),
             connect: script!("connect.lua"),
             disconnect: script!("disconnect.lua"),
             rename: script!("rename.lua"),
@@ -133,52 +155,70 @@ impl Scripts {
         }
     }
 
-    /// Reaps what an earlier life of `node` left and takes its lease.
-    /// Returns the memberships reaped.
+    /// Takes the lease for this life of the node (`token`).
     pub(crate) async fn register(
         &self,
         c: &mut MultiplexedConnection,
         node: &str,
+        token: &str,
         lease_ms: u64,
-        b: &Bounds,
-    ) -> Result<u64, BrokerError> {
+    ) -> Result<(), BrokerError> {
         let mut call = self.register.arg(node);
-        call.arg(lease_ms).arg(b.max_rooms).arg(EVENTS_KEPT);
-        Ok(call.invoke_async(c).await?)
+        call.arg(token).arg(lease_ms);
+        let _: i64 = call.invoke_async(c).await?;
+        Ok(())
     }
 
-    /// Extends the lease; `false`: it had expired.
+    /// Extends this life's lease.
     pub(crate) async fn renew(
         &self,
         c: &mut MultiplexedConnection,
         node: &str,
+        token: &str,
         lease_ms: u64,
-    ) -> Result<bool, BrokerError> {
-        let renewed: i64 = self.renew.arg(node).arg(lease_ms).invoke_async(c).await?;
-        Ok(renewed == 1)
+    ) -> Result<Renewed, BrokerError> {
+        let mut call = self.renew.arg(node);
+        call.arg(token).arg(lease_ms);
+        let renewed: i64 = call.invoke_async(c).await?;
+        Ok(match renewed {
+            1 => Renewed::Yes,
+            2 => Renewed::TakenOver,
+            _ => Renewed::Expired,
+        })
     }
 
-    /// Reaps the nodes whose lease expired: `(node, memberships ended)`.
-    pub(crate) async fn reap_dead(
+    /// The nodes whose lease expired.
+    pub(crate) async fn dead_nodes(
         &self,
         c: &mut MultiplexedConnection,
-        b: &Bounds,
-    ) -> Result<Vec<(String, u64)>, BrokerError> {
-        let mut call = self.reap_dead.arg(b.max_rooms);
-        call.arg(EVENTS_KEPT);
-        Ok(call.invoke_async(c).await?)
+    ) -> Result<Vec<String>, BrokerError> {
+        Ok(self.reap_dead.invoke_async(c).await?)
     }
 
-    /// A graceful goodbye: the node reaps itself.
-    pub(crate) async fn leave_cluster(
+    /// Ends every membership `node` holds and forgets it, a step at a time
+    /// (each membership ends once: its `leave` goes with it). With
+    /// `only_if_dead`, stops if the node holds a lease again. Returns the
+    /// memberships ended.
+    pub(crate) async fn reap_node(
         &self,
         c: &mut MultiplexedConnection,
         node: &str,
         b: &Bounds,
+        only_if_dead: bool,
     ) -> Result<u64, BrokerError> {
-        let mut call = self.leave_cluster.arg(node);
-        call.arg(b.max_rooms).arg(EVENTS_KEPT);
-        Ok(call.invoke_async(c).await?)
+        let mut ended = 0;
+        loop {
+            let mut call = self.reap_node.arg(node);
+            call.arg(b.max_rooms)
+                .arg(EVENTS_KEPT)
+                .arg(REAP_STEP)
+                .arg(if only_if_dead { "1" } else { "0" });
+            let (step, done): (u64, i64) = call.invoke_async(c).await?;
+            ended += step;
+            if done == 1 {
+                return Ok(ended);
+            }
+        }
     }
 
     /// Gives a connection its nick (`wanted`, valid, or a guest's) and
@@ -186,12 +226,12 @@ impl Scripts {
     pub(crate) async fn connect(
         &self,
         c: &mut MultiplexedConnection,
-        node: &str,
+        (node, token): (&str, &str),
         conn: ConnId,
         wanted: Option<&str>,
     ) -> Result<(String, bool), BrokerError> {
         let mut call = self.connect.arg(node);
-        call.arg(conn).arg(wanted.unwrap_or(""));
+        call.arg(token).arg(conn).arg(wanted.unwrap_or(""));
         let (nick, refusal): (String, String) = call.invoke_async(c).await?;
         Ok((nick, refusal == ErrorCode::NickTaken.as_str()))
     }
@@ -211,7 +251,8 @@ impl Scripts {
         Ok(())
     }
 
-    /// Renames a connection; the `(room, event)` of each `rename` sent.
+    /// Renames a connection; the `(room, event, epoch)` of each `rename`
+    /// sent.
     pub(crate) async fn rename(
         &self,
         c: &mut MultiplexedConnection,
@@ -219,16 +260,20 @@ impl Scripts {
         conn: ConnId,
         nick: &str,
         rooms: &[String],
-    ) -> Result<Result<Vec<(String, u64)>, ErrorCode>, BrokerError> {
+    ) -> Result<Result<Vec<(String, u64, String)>, ErrorCode>, BrokerError> {
         let mut call = self.rename.arg(node);
         call.arg(conn).arg(nick).arg(EVENTS_KEPT).arg(rooms);
         let answer: Vec<Value> = call.invoke_async(c).await?;
         let status: Option<String> = answer.first().and_then(text);
         match status.as_deref() {
             Some("ok") => answer[1..]
-                .chunks(2)
-                .map(|pair| match pair {
-                    [room, ev] => Ok((text(room).unwrap_or_default(), number(ev)?)),
+                .chunks(3)
+                .map(|triple| match triple {
+                    [room, ev, epoch] => Ok((
+                        text(room).unwrap_or_default(),
+                        number(ev)?,
+                        text(epoch).unwrap_or_default(),
+                    )),
                     _ => Err(unexpected("rename", &Value::Array(answer.clone()))),
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -244,7 +289,7 @@ impl Scripts {
     pub(crate) async fn join(
         &self,
         c: &mut MultiplexedConnection,
-        node: &str,
+        (node, token): (&str, &str),
         conn: ConnId,
         room: &str,
         epoch_prefix: &str,
@@ -252,11 +297,13 @@ impl Scripts {
         epoch: Option<&str>,
     ) -> Result<JoinAnswer, BrokerError> {
         let mut call = self.join.arg(node);
-        call.arg(conn)
+        call.arg(token)
+            .arg(conn)
             .arg(room)
             .arg(epoch_prefix)
             .arg(since.map(|s| s.to_string()).unwrap_or_default())
-            .arg(epoch.unwrap_or(""))
+            // "=" and the epoch given (which may be empty), or nothing.
+            .arg(epoch.map(|e| format!("={e}")).unwrap_or_default())
             .arg(REPLY_HISTORY)
             .arg(EVENTS_KEPT);
         let answer: Vec<Value> = call.invoke_async(c).await?;
@@ -284,7 +331,8 @@ impl Scripts {
         })
     }
 
-    /// Leaves a room: the leave's event, or `None` for not a member.
+    /// Leaves a room: the leave's event and the room's epoch, or `None`
+    /// for not a member.
     pub(crate) async fn leave(
         &self,
         c: &mut MultiplexedConnection,
@@ -292,15 +340,22 @@ impl Scripts {
         conn: ConnId,
         room: &str,
         b: &Bounds,
-    ) -> Result<Option<u64>, BrokerError> {
+    ) -> Result<Option<(u64, String)>, BrokerError> {
         let mut call = self.leave.arg(node);
         call.arg(conn).arg(room).arg(b.max_rooms).arg(EVENTS_KEPT);
-        let ev: u64 = call.invoke_async(c).await?;
-        Ok((ev > 0).then_some(ev))
+        let answer: Value = call.invoke_async(c).await?;
+        match &answer {
+            Value::Int(0) => Ok(None),
+            Value::Array(pair) if pair.len() == 2 => Ok(Some((
+                number(&pair[0])?,
+                text(&pair[1]).ok_or_else(|| unexpected("leave", &answer))?,
+            ))),
+            _ => Err(unexpected("leave", &answer)),
+        }
     }
 
-    /// Says a message whose event is `head` + seq + `tail`: `(seq, event)`,
-    /// or `None` for not a member.
+    /// Says a message whose event is `head` + seq + `tail`: `(seq, event,
+    /// epoch)`, or `None` for not a member.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn say(
         &self,
@@ -311,7 +366,7 @@ impl Scripts {
         head: &str,
         tail: &str,
         b: &Bounds,
-    ) -> Result<Option<(u64, u64)>, BrokerError> {
+    ) -> Result<Option<(u64, u64, String)>, BrokerError> {
         let mut call = self.say.arg(node);
         call.arg(conn)
             .arg(room)
@@ -322,9 +377,11 @@ impl Scripts {
         let answer: Value = call.invoke_async(c).await?;
         match &answer {
             Value::Int(0) => Ok(None),
-            Value::Array(pair) if pair.len() == 2 => {
-                Ok(Some((number(&pair[0])?, number(&pair[1])?)))
-            }
+            Value::Array(said) if said.len() == 3 => Ok(Some((
+                number(&said[0])?,
+                number(&said[1])?,
+                text(&said[2]).ok_or_else(|| unexpected("say", &answer))?,
+            ))),
             _ => Err(unexpected("say", &answer)),
         }
     }
@@ -351,15 +408,19 @@ impl Scripts {
         }
     }
 
-    /// A room's events after `after`.
+    /// A room's events after `after` of incarnation `epoch` (empty: not
+    /// known).
     pub(crate) async fn repair(
         &self,
         c: &mut MultiplexedConnection,
         room: &str,
+        epoch: &str,
         after: u64,
     ) -> Result<Repair, BrokerError> {
-        let answer: Vec<Value> = self.repair.arg(room).arg(after).invoke_async(c).await?;
-        match answer.get(1).and_then(text).as_deref() {
+        let mut call = self.repair.arg(room);
+        call.arg(epoch).arg(after);
+        let answer: Vec<Value> = call.invoke_async(c).await?;
+        match answer.first().and_then(text).as_deref() {
             Some("ok") => Ok(Repair::Events(
                 answer[2..]
                     .iter()

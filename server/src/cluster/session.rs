@@ -18,17 +18,16 @@ use std::time::Duration;
 use async_lock::Mutex;
 
 use futures::future::{Either, select};
+use natter_runtime::redis::io::tcp::{TcpSettings, socket2};
 use natter_runtime::redis::{
-    self,
+    self, IntoConnectionInfo,
     aio::{MultiplexedConnection, PubSubStream},
 };
 use natter_runtime::{sleep, timeout};
 
 use super::bus::BUS;
-use super::node::{
-    BrokerStartError, CONNECT_TIMEOUT, Cluster, ClusterConfig, Link, RESPONSE_TIMEOUT,
-};
-use super::scripts::{Bounds, BrokerError, Scripts};
+use super::node::{BrokerStartError, CONNECT_TIMEOUT, Cluster, ClusterConfig, Link};
+use super::scripts::{Bounds, BrokerError, Renewed, Scripts};
 use crate::backlog::Backlog;
 use crate::shutdown::Shutdown;
 
@@ -39,23 +38,30 @@ const RETRY: Duration = Duration::from_secs(1);
 
 impl Cluster {
     /// Connects to the broker and registers this node: the server starts
-    /// only once it can serve.
+    /// only once it can serve, and serves from the moment this returns.
     pub(crate) async fn start(
         config: ClusterConfig,
         backlog: Arc<Backlog>,
     ) -> Result<Cluster, BrokerStartError> {
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|e| BrokerStartError::Url {
-                url: config.url.clone(),
-                reason: e.to_string(),
-            })?;
+        let bad_url = |e: redis::RedisError| BrokerStartError::Url {
+            url: config.url.clone(),
+            reason: e.to_string(),
+        };
+        let info = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(bad_url)?;
+        let client = redis::Client::open(info.set_tcp_settings(tcp_settings())).map_err(bad_url)?;
         let cluster = Cluster {
             bounds: Bounds {
-                history: config.history,
-                max_rooms: config.max_rooms,
+                // Redis's list indexes are 64-bit; no history is that long.
+                history: config.history.min(1 << 40),
+                max_rooms: config.max_rooms.min(1 << 40),
             },
             client,
             scripts: Scripts::new(),
+            token: format!("{:016x}", fastrand::u64(..)),
             epoch_prefix: format!("{:08x}", fastrand::u32(..)),
             link: RwLock::new(None),
             up: AtomicBool::new(false),
@@ -75,6 +81,7 @@ impl Cluster {
                 url: cluster.config.url.clone(),
                 reason: e.to_string(),
             })?;
+        cluster.go_live(&link.conn);
         *cluster.first.lock().unwrap_or_else(PoisonError::into_inner) = Some(link);
         log::info!(
             "node {} joined the cluster at {}",
@@ -84,9 +91,10 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Connects, subscribes to the bus, then registers (which reaps what an
-    /// earlier life of this node left): subscribed first, so no event after
-    /// the registration is missed.
+    /// Connects, subscribes to the bus, reaps whatever an earlier life of
+    /// this node left (its members leave their rooms now, once), then takes
+    /// the lease for this life. Subscribed first, so no event after the
+    /// registration is missed.
     pub(super) async fn link_up(&self) -> Result<Link, BrokerError> {
         let config = Cluster::connection_config();
         let mut conn = self
@@ -94,17 +102,18 @@ impl Cluster {
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         let events = self.subscribe().await?;
-        let lease = self.lease();
+        let node = &self.config.node;
         let reaped = self
             .scripts
-            .register(&mut conn, &self.config.node, millis(lease), &self.bounds)
+            .reap_node(&mut conn, node, &self.bounds, false)
             .await?;
         if reaped > 0 {
-            log::info!(
-                "node {}: {reaped} membership(s) left from before were ended",
-                self.config.node
-            );
+            log::info!("node {node}: {reaped} membership(s) left from before were ended");
         }
+        let lease = millis(self.lease());
+        self.scripts
+            .register(&mut conn, node, &self.token, lease)
+            .await?;
         Ok(Link { conn, events })
     }
 
@@ -120,70 +129,75 @@ impl Cluster {
     }
 
     /// Serves through the broker until `stopped`, riding out its losses.
-    pub(crate) async fn run(&self, stopped: &Shutdown) {
+    /// Returns why the node must stop serving for good, if it must: another
+    /// process took over its `--node-id`.
+    pub(crate) async fn run(&self, stopped: &Shutdown) -> Option<String> {
         let mut link = self
             .first
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         loop {
-            let Some(Link { conn, events }) = link.take() else {
-                match self.reconnect(stopped).await {
-                    Some(again) => {
-                        log::info!("the broker is back: node {} serves again", self.config.node);
-                        link = Some(again);
-                        continue;
-                    }
-                    None => return,
+            let Link { conn, events } = match link.take() {
+                Some(link) => link,
+                None => {
+                    let again = self.reconnect(stopped).await?;
+                    log::info!("the broker is back: node {} serves again", self.config.node);
+                    self.go_live(&again.conn);
+                    again
                 }
             };
-            *self.link.write().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
-            self.up.store(true, Ordering::Release);
             let why = {
                 let serving = pin!(self.serve(events, conn));
                 let stop = pin!(stopped.wait());
                 match select(serving, stop).await {
                     Either::Left((why, _)) => why,
-                    Either::Right(((), _)) => return,
+                    Either::Right(((), _)) => return None,
                 }
             };
-            self.up.store(false, Ordering::Release);
-            *self.link.write().unwrap_or_else(PoisonError::into_inner) = None;
+            self.go_dark();
             let closed = self.local.lock().await.lose_all();
+            if let BrokerError::TakenOver = why {
+                let node = &self.config.node;
+                log::error!(
+                    "another process took over node id {node} in the broker: {closed} connection(s) closed with 1013; this one stops"
+                );
+                return Some(format!("another process took over node id {node}"));
+            }
             log::warn!(
                 "lost the broker ({why}): {closed} connection(s) closed with 1013; refusing upgrades until it is back"
             );
         }
     }
 
-    /// One connected period: delivery, the lease, and the requests'
-    /// alarms, until one of them finds the broker gone.
-    async fn serve(&self, events: PubSubStream, conn: MultiplexedConnection) -> BrokerError {
-        let delivering = pin!(self.deliver(events, conn.clone()));
-        let leasing = pin!(self.keep_lease(conn.clone()));
-        let watching = pin!(self.watch(conn));
-        match select(select(delivering, leasing), watching).await {
-            Either::Left((Either::Left((why, _)) | Either::Right((why, _)), _)) => why,
-            Either::Right((why, _)) => why,
-        }
+    /// Serving begins: upgrades are accepted and requests reach the broker.
+    fn go_live(&self, conn: &MultiplexedConnection) {
+        *self.link.write().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
+        self.up.store(true, Ordering::Release);
     }
 
-    /// Checks each alarm a request raises (a command failed) with a lease
-    /// renewal: one command timing out under load is not a lost broker.
-    async fn watch(&self, mut conn: MultiplexedConnection) -> BrokerError {
-        let lease = millis(self.lease());
-        loop {
+    /// Serving stops: upgrades get 503 and requests fail at once.
+    fn go_dark(&self) {
+        self.up.store(false, Ordering::Release);
+        *self.link.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// One connected period: delivery, the lease, the bus's heartbeat and
+    /// the requests' alarms, until one of them finds the broker gone.
+    async fn serve(&self, events: PubSubStream, conn: MultiplexedConnection) -> BrokerError {
+        let delivering = pin!(self.deliver(events, conn.clone()));
+        let leasing = pin!(self.keep_lease(conn));
+        let beating = pin!(self.heartbeat());
+        let alarmed = pin!(async {
             self.trouble.listen().await;
-            let renewed = timeout(
-                RESPONSE_TIMEOUT,
-                self.scripts.renew(&mut conn, &self.config.node, lease),
-            );
-            match renewed.await {
-                Some(Ok(true)) => continue,
-                Some(Ok(false)) => return BrokerError::NoLease,
-                Some(Err(e)) => return e,
-                None => return BrokerError::Down("no answer to a lease renewal".into()),
-            }
+            BrokerError::Down(
+                "a request found the broker unreachable or this node's lease gone".into(),
+            )
+        });
+        let first = select(select(delivering, leasing), select(beating, alarmed)).await;
+        match first {
+            Either::Left((Either::Left((why, _)) | Either::Right((why, _)), _))
+            | Either::Right((Either::Left((why, _)) | Either::Right((why, _)), _)) => why,
         }
     }
 
@@ -192,27 +206,54 @@ impl Cluster {
     async fn keep_lease(&self, mut conn: MultiplexedConnection) -> BrokerError {
         let every = self.config.node_timeout / 5;
         let lease = millis(self.lease());
+        let node = &self.config.node;
         loop {
             sleep(every).await;
             let renewed = timeout(
                 every,
-                self.scripts.renew(&mut conn, &self.config.node, lease),
+                self.scripts.renew(&mut conn, node, &self.token, lease),
             );
             match renewed.await {
                 None => return BrokerError::Down("renewing the lease timed out".into()),
                 Some(Err(e)) => return e,
-                Some(Ok(false)) => return BrokerError::NoLease,
-                Some(Ok(true)) => {}
+                Some(Ok(Renewed::Expired)) => return BrokerError::NoLease,
+                Some(Ok(Renewed::TakenOver)) => return BrokerError::TakenOver,
+                Some(Ok(Renewed::Yes)) => {}
             }
-            match self.scripts.reap_dead(&mut conn, &self.bounds).await {
-                Ok(reaped) => {
-                    for (node, ended) in reaped {
-                        log::info!(
-                            "node {node} stopped renewing its lease: reaped, {ended} membership(s) ended"
-                        );
-                    }
-                }
+            let dead = match self.scripts.dead_nodes(&mut conn).await {
+                Ok(dead) => dead,
                 Err(e) => return e,
+            };
+            for gone in dead {
+                match self
+                    .scripts
+                    .reap_node(&mut conn, &gone, &self.bounds, true)
+                    .await
+                {
+                    Ok(ended) => log::info!(
+                        "node {gone} stopped renewing its lease: reaped, {ended} membership(s) ended"
+                    ),
+                    // Another node reaping it at the same time is fine;
+                    // only an unreachable broker ends the session.
+                    Err(e @ BrokerError::Down(_)) => return e,
+                    Err(e) => log::warn!("reaping node {gone}: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Every `--node-timeout`, sends a marker round the bus: a subscription
+    /// that went quiet without its connection failing (a proxy or NAT that
+    /// dropped it) is made again (and the rooms repaired) rather than
+    /// leave this node's members hearing nothing.
+    async fn heartbeat(&self) -> BrokerError {
+        let every = self.config.node_timeout;
+        loop {
+            sleep(every).await;
+            if timeout(every, self.flush()).await.is_none() {
+                log::warn!("no heartbeat over the bus for {every:?}; subscribing again");
+                // The empty room asks the delivery task to subscribe again.
+                let _ = self.resync.0.try_send(std::sync::Arc::from(""));
             }
         }
     }
@@ -239,19 +280,25 @@ impl Cluster {
         }
     }
 
-    /// Leaves the cluster at a graceful shutdown: the node reaps itself,
-    /// so nobody waits for its lease to lapse.
+    /// Leaves the cluster at a graceful shutdown: the node reaps itself
+    /// and gives up its lease, so nobody waits for it to lapse.
     pub(crate) async fn leave_cluster(&self) {
         let Ok(mut conn) = self.link() else {
             return;
         };
-        match self
+        let node = &self.config.node;
+        let reaped = self
             .scripts
-            .leave_cluster(&mut conn, &self.config.node, &self.bounds)
-            .await
-        {
-            Ok(_) => log::debug!("node {} left the cluster", self.config.node),
-            Err(e) => log::warn!("could not leave the cluster cleanly: {e}"),
+            .reap_node(&mut conn, node, &self.bounds, false)
+            .await;
+        let released: Result<i64, _> = redis::cmd("DEL")
+            .arg(format!("natter:lease:{node}"))
+            .query_async(&mut conn)
+            .await;
+        match (reaped, released) {
+            (Ok(_), Ok(_)) => log::debug!("node {node} left the cluster"),
+            (Err(e), _) => log::warn!("could not leave the cluster cleanly: {e}"),
+            (_, Err(e)) => log::warn!("could not give up the lease: {e}"),
         }
     }
 
@@ -259,6 +306,19 @@ impl Cluster {
     fn lease(&self) -> Duration {
         self.config.node_timeout * 4 / 5
     }
+}
+
+/// TCP settings for the broker's connections: no Nagle delay (a say waits
+/// for its reply), and keepalive probes, so a connection that a network
+/// device dropped silently fails within about half a minute instead of
+/// leaving a quiet subscription hanging.
+fn tcp_settings() -> TcpSettings {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5));
+    TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive)
 }
 
 fn millis(d: Duration) -> u64 {

@@ -1,9 +1,10 @@
--- connect(node, conn, wanted): a connection arrives, wanting a nick ('' for
--- none or an invalid one). Returns { nick, refusal } where refusal is ''
--- or 'nick_taken' (then the nick is a guest's). Error NOLEASE: the node
--- lost its lease and must not add state nobody would reap.
-local node, conn, wanted = ARGV[1], ARGV[2], ARGV[3]
-if not has_lease(node) then
+-- connect(node, token, conn, wanted): a connection arrives, wanting a nick
+-- ('' for none or an invalid one). Returns { nick, refusal } where refusal
+-- is '' or 'nick_taken' (then the nick is a guest's). Error NOLEASE: this
+-- life of the node does not hold the lease, and must not add state that
+-- nobody would reap.
+local node, token, conn, wanted = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if not has_lease(node, token) then
   return redis.error_reply('NOLEASE')
 end
 local owner = node .. '|' .. conn .. '|'
@@ -16,7 +17,7 @@ if wanted ~= '' then
   end
 end
 while not nick do
-  local guest = 'guest-' .. redis.call('INCR', P .. 'guest')
+  local guest = 'guest-' .. int(redis.call('INCR', P .. 'guest'))
   if redis.call('HSETNX', P .. 'nick', guest, owner .. guest) == 1 then
     nick = guest
   end

@@ -1,14 +1,15 @@
--- join(node, conn, room, nonce, since, epoch, reply_default, kept): a
--- connection joins a room (created, with a new epoch, if unknown). A
+-- join(node, token, conn, room, nonce, since, epoch, reply_default, kept):
+-- a connection joins a room (created, with a new epoch, if unknown). A
 -- re-join changes nothing and gets the same reply. The history follows
 -- the rules of a single server (server/src/room.rs `history_since`):
--- since/epoch '' when not given. Returns { 'ok', ev, seq, epoch,
+-- since '' when not given; epoch '' when not given, else '=' and the
+-- epoch the client sent (which may itself be empty). Returns { 'ok', ev, seq, epoch,
 -- complete (0/1), member count, nick…, frame… }, { 'gone' } (the node was
 -- reaped), or error NOLEASE.
-local node, conn, room, nonce = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local since, want_epoch = tonumber(ARGV[5]), ARGV[6]
-local reply_default, kept = tonumber(ARGV[7]), tonumber(ARGV[8])
-if not has_lease(node) then
+local node, token, conn, room, nonce = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local since, want_epoch = tonumber(ARGV[6]), ARGV[7]
+local reply_default, kept = tonumber(ARGV[8]), tonumber(ARGV[9])
+if not has_lease(node, token) then
   return redis.error_reply('NOLEASE')
 end
 local nick = redis.call('HGET', P .. 'conns:' .. node, conn)
@@ -17,7 +18,7 @@ if not nick then
 end
 local key = P .. 'room:' .. room
 if redis.call('EXISTS', key) == 0 then
-  local epoch = nonce .. '.' .. redis.call('INCR', P .. 'epochs')
+  local epoch = nonce .. '.' .. int(redis.call('INCR', P .. 'epochs'))
   redis.call('HSET', key, 'seq', 0, 'ev', 0, 'epoch', epoch)
 end
 local mem = P .. 'mem:' .. room
@@ -39,7 +40,7 @@ local held = redis.call('LLEN', hist)
 -- The history list holds seqs seq-held+1 … seq, without gaps.
 local oldest = seq - held + 1
 local frames, complete
-if since and since <= seq and (want_epoch == '' or want_epoch == epoch) then
+if since and since <= seq and (want_epoch == '' or string.sub(want_epoch, 2) == epoch) then
   local from = math.max(since + 1, oldest)
   if from <= seq then
     frames = redis.call('LRANGE', hist, from - oldest, -1)

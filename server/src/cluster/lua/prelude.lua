@@ -5,12 +5,14 @@
 --   guest           the counter behind guest-N nicks
 --   epochs          the counter behind room epochs
 --   nodes           SET   nodes that hold a lease or left state behind
---   lease:NODE      a key with a TTL: the node is alive while it exists
+--   lease:NODE      a key with a TTL: the node is alive while it exists;
 --   conns:NODE      HASH  conn -> nick, the node's connections
 --   in:NODE         SET   "conn|room", the node's memberships
+--   lease:NODE      holds the token of the node's current life
 --   room:ROOM       HASH  seq (last message), ev (last event), epoch
 --   hist:ROOM       LIST  the last --history message events, oldest first
 --   evs:ROOM        LIST  the last EVENTS_KEPT bus payloads, for repair
+--                         (trimmed to a few once the room empties)
 --   mem:ROOM        HASH  "node|conn" -> nick, the room's members
 --   active          HASH  room -> member count, rooms with members
 --   empty           ZSET  rooms without members, by when they emptied (ms)
@@ -30,16 +32,26 @@ local function presence(room, event, nick, old)
   return s .. '}'
 end
 
+-- A whole number as digits (Lua's `..` would write 1e+14 from 10^14 on).
+local function int(n)
+  return string.format('%d', n)
+end
+
 -- Gives an event the room's next event number, keeps it for repair and
--- publishes it. The payload's header lines are what cluster/bus.rs parses.
+-- publishes it. The payload's header lines are what cluster/bus.rs parses;
+-- the epoch in it tells a node that a room was forgotten and re-created
+-- (its numbering restarts). Returns the event number and the epoch.
 local function emit(room, kind, node, conn, frame, kept)
-  local ev = redis.call('HINCRBY', P .. 'room:' .. room, 'ev', 1)
-  local payload = kind .. '\n' .. room .. '\n' .. ev .. '\n' .. node .. '\n' .. conn .. '\n' .. frame
+  local key = P .. 'room:' .. room
+  local ev = redis.call('HINCRBY', key, 'ev', 1)
+  local epoch = redis.call('HGET', key, 'epoch')
+  local payload = kind .. '\n' .. room .. '\n' .. epoch .. '\n' .. int(ev) .. '\n' .. node .. '\n'
+    .. conn .. '\n' .. frame
   local evs = P .. 'evs:' .. room
   redis.call('RPUSH', evs, payload)
   redis.call('LTRIM', evs, -kept, -1)
   redis.call('PUBLISH', P .. 'bus', payload)
-  return ev
+  return ev, epoch
 end
 
 local function now_ms()
@@ -48,9 +60,10 @@ local function now_ms()
 end
 
 -- Ends a membership: the room hears `leave` in its order; a room left
--- empty is ranked for eviction, and the least recently active empty rooms
--- past max_rooms are forgotten. Returns the leave's event number, or nil
--- when it was not a member.
+-- empty keeps only its last few events (nobody is left to repair), is
+-- ranked for eviction, and the least recently active empty rooms past
+-- max_rooms are forgotten. Returns the leave's event number and the
+-- room's epoch, or nil when it was not a member.
 local function exit_room(room, node, conn, max_rooms, kept)
   local mem = P .. 'mem:' .. room
   local field = node .. '|' .. conn
@@ -60,9 +73,10 @@ local function exit_room(room, node, conn, max_rooms, kept)
   end
   redis.call('HDEL', mem, field)
   redis.call('SREM', P .. 'in:' .. node, conn .. '|' .. room)
-  local ev = emit(room, 'l', node, conn, presence(room, 'leave', nick), kept)
+  local ev, epoch = emit(room, 'l', node, conn, presence(room, 'leave', nick), kept)
   if redis.call('HINCRBY', P .. 'active', room, -1) <= 0 then
     redis.call('HDEL', P .. 'active', room)
+    redis.call('LTRIM', P .. 'evs:' .. room, -16, -1)
     redis.call('ZADD', P .. 'empty', now_ms(), room)
     while redis.call('ZCARD', P .. 'empty') > max_rooms do
       local name = redis.call('ZPOPMIN', P .. 'empty')[1]
@@ -70,7 +84,7 @@ local function exit_room(room, node, conn, max_rooms, kept)
         P .. 'mem:' .. name)
     end
   end
-  return ev
+  return ev, epoch
 end
 
 -- Frees a nick if this connection holds it.
@@ -81,27 +95,38 @@ local function free_nick(node, conn, nick)
   end
 end
 
--- Forgets a node: each of its members leaves each room (once: the
--- membership goes with its leave), its nicks are freed, its records go.
--- Returns how many memberships ended.
-local function reap(node, max_rooms, kept)
+-- Forgets (part of) a node: up to `limit` of its memberships end, each
+-- room hearing `leave` in its order (once: the membership goes with its
+-- leave); when none is left, its nicks are freed and its records go.
+-- Bounded so that reaping a big node never blocks Redis for long: the
+-- caller repeats until done. Returns { memberships ended, done (0/1) }.
+local function reap(node, max_rooms, kept, limit)
   local ended = 0
-  for _, m in ipairs(redis.call('SMEMBERS', P .. 'in:' .. node)) do
+  local members = redis.call('SRANDMEMBER', P .. 'in:' .. node, limit)
+  for _, m in ipairs(members) do
     local bar = string.find(m, '|', 1, true)
-    if exit_room(string.sub(m, bar + 1), node, string.sub(m, 1, bar - 1), max_rooms, kept) then
+    local room, conn = string.sub(m, bar + 1), string.sub(m, 1, bar - 1)
+    if exit_room(room, node, conn, max_rooms, kept) then
       ended = ended + 1
+    else
+      -- A membership record whose room forgot it (evicted): drop it.
+      redis.call('SREM', P .. 'in:' .. node, m)
     end
+  end
+  if redis.call('SCARD', P .. 'in:' .. node) > 0 then
+    return { ended, 0 }
   end
   local conns = redis.call('HGETALL', P .. 'conns:' .. node)
   for i = 1, #conns, 2 do
     free_nick(node, conns[i], conns[i + 1])
   end
-  redis.call('DEL', P .. 'in:' .. node, P .. 'conns:' .. node, P .. 'lease:' .. node)
-  redis.call('SREM', P .. 'nodes', node)
-  return ended
+  redis.call('DEL', P .. 'in:' .. node, P .. 'conns:' .. node)
+  return { ended, 1 }
 end
 
-local function has_lease(node)
-  return redis.call('EXISTS', P .. 'lease:' .. node) == 1
+-- Whether `token` is the live lease of `node` (not an earlier or a later
+-- life of it).
+local function has_lease(node, token)
+  return redis.call('GET', P .. 'lease:' .. node) == token
 end
 

@@ -1,12 +1,9 @@
--- reap_dead(max_rooms, kept): reaps every node whose lease expired.
--- Atomic, so when several nodes look at once a dead node is reaped once.
--- Returns { node, memberships ended, node, … }.
-local reaped = {}
+-- reap_dead(): the nodes whose lease expired (each is then reaped with
+-- reap_node, in bounded steps).
+local dead = {}
 for _, node in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
-  if not has_lease(node) then
-    local ended = reap(node, tonumber(ARGV[1]), tonumber(ARGV[2]))
-    table.insert(reaped, node)
-    table.insert(reaped, ended)
+  if redis.call('EXISTS', P .. 'lease:' .. node) == 0 then
+    table.insert(dead, node)
   end
 end
-return reaped
+return dead

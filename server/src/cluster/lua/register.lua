@@ -1,9 +1,6 @@
--- register(node, lease_ms, max_rooms, kept): a node (re)joins the cluster.
--- Whatever an earlier life of this node left behind (a crash, a lost
--- broker) is reaped first, so its members leave exactly once; then the
--- node takes its lease. Returns the memberships reaped.
-local node, lease_ms = ARGV[1], tonumber(ARGV[2])
-local ended = reap(node, tonumber(ARGV[3]), tonumber(ARGV[4]))
-redis.call('SET', P .. 'lease:' .. node, '1', 'PX', lease_ms)
-redis.call('SADD', P .. 'nodes', node)
-return ended
+-- register(node, token, lease_ms): the node's life `token` takes its lease
+-- (replacing an earlier life's: whatever that one left has been reaped by
+-- the caller first, see cluster/session.rs) and joins the nodes.
+redis.call('SET', P .. 'lease:' .. ARGV[1], ARGV[2], 'PX', tonumber(ARGV[3]))
+redis.call('SADD', P .. 'nodes', ARGV[1])
+return 1

@@ -1,22 +1,24 @@
--- repair(room, after): the room's events after event number `after`, for a
--- node that missed some. Returns { last ev, 'ok', payload… } when every
--- one is still kept, { last ev, 'lost' } when some were trimmed (or the
--- room was forgotten: last ev -1).
+-- repair(room, epoch, after): the room's events after event number `after`
+-- of incarnation `epoch` ('' when the node does not know it yet), for a
+-- node that missed some. Returns { 'ok', epoch, payload… } when every one
+-- is still kept, { 'lost' } when some were trimmed, or the room was
+-- forgotten or re-created meanwhile.
 local key = P .. 'room:' .. ARGV[1]
 local last = tonumber(redis.call('HGET', key, 'ev'))
-local after = tonumber(ARGV[2])
-if not last then
-  return { -1, 'lost' }
+local epoch = redis.call('HGET', key, 'epoch')
+local after = tonumber(ARGV[3])
+if not last or (ARGV[2] ~= '' and ARGV[2] ~= epoch) then
+  return { 'lost' }
 end
 if after >= last then
-  return { last, 'ok' }
+  return { 'ok', epoch }
 end
 local evs = P .. 'evs:' .. ARGV[1]
 local first = last - redis.call('LLEN', evs) + 1
 if after + 1 < first then
-  return { last, 'lost' }
+  return { 'lost' }
 end
-local out = { last, 'ok' }
+local out = { 'ok', epoch }
 for _, p in ipairs(redis.call('LRANGE', evs, after + 1 - first, -1)) do
   table.insert(out, p)
 end

@@ -10,5 +10,5 @@ local a = string.find(holder, '|', 1, true)
 local b = string.find(holder, '|', a + 1, true)
 local node, conn, nick = string.sub(holder, 1, a - 1), string.sub(holder, a + 1, b - 1),
   string.sub(holder, b + 1)
-redis.call('PUBLISH', P .. 'bus', 'w\n\n0\n' .. node .. '\n' .. conn .. '\n' .. ARGV[2])
+redis.call('PUBLISH', P .. 'bus', 'w\n\n\n0\n' .. node .. '\n' .. conn .. '\n' .. ARGV[2])
 return nick
