@@ -518,6 +518,41 @@ fn killing_the_pubsub_connections_mid_burst_leaves_no_gap_a_member_is_not_told_o
 /// started, keeps nothing on disk (`save` empty, `appendonly no`), is gone
 /// (connections refused, process reaped) once stopped, comes back on the
 /// same port empty, and its process is gone once dropped.
+/// Two processes started with one `--node-id`: the second takes the name
+/// over and the first stops, with one line saying why, rather than both
+/// serving under one name (their connections would be confused).
+#[test]
+fn a_second_process_with_the_same_node_id_makes_the_first_stop() {
+    let redis = Redis::start();
+    let mut first = start_node(&redis, &["--node-id", "twin", "--node-timeout", "1"]);
+    let second = start_node(&redis, &["--node-id", "twin", "--node-timeout", "1"]);
+    block_on(async {
+        // The first notices at its next lease renewal (every fifth of
+        // --node-timeout); 20 s is generous on a loaded machine.
+        let noticed = timeout(
+            Duration::from_secs(20),
+            common::ServerProcess::stderr_line(
+                &mut first.stderr_lines,
+                "another process took over node id twin",
+            ),
+        )
+        .await;
+        assert!(
+            noticed.is_some(),
+            "no takeover line; stderr:\n{}",
+            first.stderr_text()
+        );
+        // The second one serves.
+        let (mut ws, welcome) = upgrade_when_accepted(&second.url, BOUND).await;
+        assert_eq!(welcome["type"], "welcome");
+        ws.send(&serde_json::json!({"type": "join", "room": "r", "id": 1}))
+            .await;
+    });
+    let status = first.exited();
+    assert_eq!(status.code(), Some(1), "{status}");
+    drop(second);
+}
+
 #[test]
 fn the_redis_harness_stops_restarts_on_its_port_empty_and_kills_its_process() {
     let mut redis = Redis::start();

@@ -389,3 +389,158 @@ impl Followed {
         self.members.is_empty() && self.pins == 0 && self.waiters.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The races a request and the delivery task can run (found in review):
+    //! each test plays one ordering of bus events and request steps.
+
+    use async_lock::Mutex;
+
+    use super::*;
+    use crate::backlog::Backlog;
+    use crate::broadcast::Locked;
+
+    const ME: &str = "n1";
+
+    fn payload(kind: &str, room: &str, epoch: &str, ev: u64, node: &str, conn: ConnId) -> String {
+        format!("{kind}\n{room}\n{epoch}\n{ev}\n{node}\n{conn}\n{{\"ev\":{ev}}}")
+    }
+
+    /// Applies one payload under the lock, as the delivery task does.
+    fn deliver(local: &Mutex<Local>, payload: &str) -> Applied {
+        natter_runtime::block_on(async {
+            let mut locked = Locked::lock(local).await;
+            let (local, mut post) = locked.parts();
+            let event = super::super::bus::parse(payload.as_bytes()).unwrap();
+            local.apply(&mut post, &event, ME)
+        })
+    }
+
+    fn with_users(ids: &[ConnId]) -> (Mutex<Local>, Vec<Arc<Outbox>>) {
+        let mut local = Local::default();
+        let mut outboxes = Vec::new();
+        for &id in ids {
+            let outbox = Outbox::new(64, 4, Arc::new(Backlog::default()));
+            let mut user = User::new(outbox.clone());
+            user.early = None;
+            local.users.insert(id, user);
+            outboxes.push(outbox);
+        }
+        (Mutex::new(local), outboxes)
+    }
+
+    fn lock(local: &Mutex<Local>) -> async_lock::MutexGuard<'_, Local> {
+        natter_runtime::block_on(local.lock())
+    }
+
+    #[test]
+    fn two_joins_racing_on_a_new_room_both_become_members() {
+        let (local, outboxes) = with_users(&[1, 2]);
+        let s1 = lock(&local).pin(1, &["r"]).unwrap();
+        let s2 = lock(&local).pin(2, &["r"]).unwrap();
+        // Y's script answered first (ev 6), X's join is ev 5.
+        let y = lock(&local).wait_for(s2, "r", "e", 6).unwrap().unwrap();
+        lock(&local).unpin(2);
+        assert_eq!(
+            deliver(&local, &payload("j", "r", "e", 5, ME, 1)),
+            Applied::Delivered
+        );
+        assert_eq!(
+            deliver(&local, &payload("j", "r", "e", 6, ME, 2)),
+            Applied::Delivered
+        );
+        assert_eq!(natter_runtime::block_on(y), Ok(true));
+        // X's answer comes last: its event is already delivered.
+        assert!(lock(&local).wait_for(s1, "r", "e", 5).unwrap().is_none());
+        lock(&local).unpin(1);
+        // Each heard its own join; X heard Y's too.
+        assert_eq!((outboxes[0].len(), outboxes[1].len()), (2, 1));
+        assert_eq!(lock(&local).counts(), (1, 2));
+    }
+
+    #[test]
+    fn a_leave_delivered_before_its_request_waits_is_done() {
+        let (local, _) = with_users(&[1]);
+        let s = lock(&local).pin(1, &["r"]).unwrap();
+        deliver(&local, &payload("j", "r", "e", 1, ME, 1));
+        lock(&local).unpin(1);
+        let s2 = lock(&local).pin(1, &["r"]).unwrap();
+        assert_eq!(s, s2);
+        assert_eq!(
+            deliver(&local, &payload("l", "r", "e", 2, ME, 1)),
+            Applied::Delivered
+        );
+        // Still followed while pinned, so the request finds its event.
+        assert!(lock(&local).wait_for(s2, "r", "e", 2).unwrap().is_none());
+        lock(&local).unpin(1);
+        assert_eq!(lock(&local).counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_room_created_again_is_followed_from_its_new_first_event() {
+        let (local, outboxes) = with_users(&[1]);
+        let s = lock(&local).pin(1, &["r"]).unwrap();
+        let joined = lock(&local).wait_for(s, "r", "new", 1).unwrap().unwrap();
+        lock(&local).unpin(1);
+        // A late event of the room before it was forgotten comes first.
+        assert_eq!(
+            deliver(&local, &payload("l", "r", "old", 2, "n2", 9)),
+            Applied::Delivered
+        );
+        // The new room's first event is X's join: not taken for old news.
+        assert_eq!(
+            deliver(&local, &payload("j", "r", "new", 1, ME, 1)),
+            Applied::Delivered
+        );
+        assert_eq!(natter_runtime::block_on(joined), Ok(true));
+        assert_eq!(outboxes[0].len(), 1);
+        assert_eq!(
+            deliver(&local, &payload("m", "r", "new", 2, "n2", 9)),
+            Applied::Delivered
+        );
+        assert_eq!(outboxes[0].len(), 2);
+        // Members here heard "new": an event of yet another incarnation
+        // means their room is gone.
+        assert_eq!(
+            deliver(&local, &payload("m", "r", "newer", 1, "n2", 9)),
+            Applied::Lost
+        );
+    }
+
+    #[test]
+    fn a_gap_is_reported_and_a_repeat_skipped() {
+        let (local, _) = with_users(&[1]);
+        lock(&local).pin(1, &["r"]).unwrap();
+        deliver(&local, &payload("j", "r", "e", 3, ME, 1));
+        lock(&local).unpin(1);
+        assert_eq!(
+            deliver(&local, &payload("m", "r", "e", 3, "n2", 9)),
+            Applied::Skipped
+        );
+        assert_eq!(
+            deliver(&local, &payload("m", "r", "e", 5, "n2", 9)),
+            Applied::Gap { after: 3 }
+        );
+        assert_eq!(
+            deliver(&local, &payload("m", "r", "e", 4, "n2", 9)),
+            Applied::Delivered
+        );
+    }
+
+    #[test]
+    fn a_lost_broker_fails_every_wait_and_stales_requests_in_flight() {
+        let (local, outboxes) = with_users(&[1, 2]);
+        let s = lock(&local).pin(1, &["r"]).unwrap();
+        let waiting = lock(&local).wait_for(s, "r", "e", 1).unwrap().unwrap();
+        let s2 = lock(&local).pin(2, &["q"]).unwrap();
+        assert_eq!(lock(&local).lose_all(), 2);
+        assert_eq!(natter_runtime::block_on(waiting), Ok(false));
+        assert!(matches!(lock(&local).wait_for(s2, "q", "e", 1), Err(Stale)));
+        assert!(
+            outboxes
+                .iter()
+                .all(|o| o.reason() == Some(CloseReason::TryAgainLater))
+        );
+    }
+}

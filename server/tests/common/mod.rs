@@ -190,6 +190,24 @@ impl ServerProcess {
             .any(|l| l.contains(needle))
     }
 
+    /// Waits (bounded) for the server to exit by itself.
+    pub fn exited(mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(BOUND) {
+            Ok(status) => status.expect("wait for natter-server"),
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &self.pid.to_string()])
+                    .status();
+                panic!("natter-server did not exit within {BOUND:?}");
+            }
+        }
+    }
+
     /// SIGTERM, then waits (bounded) for the exit.
     pub fn stop(mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
