@@ -14,9 +14,11 @@
 //! `common` is the frame they share (options, setup, usage errors); `net`
 //! opens and closes connections; `stats` holds histograms and sequence
 //! trackers; `sys` reads /proc; `progress` draws the bar; `report` prints.
+//! `compare` sets two saved `--json` reports side by side.
 
 mod churn;
 mod common;
+mod compare;
 mod conns;
 mod fanout;
 mod net;
@@ -84,6 +86,17 @@ enum Test {
     /// arrived. With several URLs the observer takes the first and the
     /// cycles the URLs in turn after it.
     Churn(churn::ChurnArgs),
+    /// Compare two reports saved with --json: each figure as A, B and B/A.
+    ///
+    /// Both must be runs of the same test. Every number under `results`
+    /// and `cpu` present in both is printed by its dotted path, with B/A
+    /// and, where the direction is known, whether B is better or worse
+    /// (latencies, CPU per delivery, memory and lost/duplicate/reordered
+    /// counts lower; deliveries and connects per second higher; "same"
+    /// within 2%). Notes when the commands or machines differ. Exits 0
+    /// when it compared, 2 on a missing file, a file that is not a report,
+    /// or runs of different tests.
+    Compare(compare::CompareArgs),
 }
 
 /// Runs the chosen test; the exit code is its report's, so scripts can
@@ -94,5 +107,6 @@ pub async fn run(args: LoadArgs) -> ExitCode {
         Test::Conns(a) => conns::run(a).await,
         Test::Ramp(a) => ramp::run(a).await,
         Test::Churn(a) => churn::run(a).await,
+        Test::Compare(a) => compare::run(a),
     }
 }
