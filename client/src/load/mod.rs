@@ -14,13 +14,16 @@
 //! `common` is the frame they share (options, setup, usage errors); `net`
 //! opens and closes connections; `stats` holds histograms and sequence
 //! trackers; `sys` reads /proc; `progress` draws the bar; `report` prints.
-//! `compare` sets two saved `--json` reports side by side.
+//! Two subcommands work on saved `--json` reports instead of a server:
+//! `report` renders one as an HTML page (`html`), `compare` sets two side
+//! by side (`compare`).
 
 mod churn;
 mod common;
 mod compare;
 mod conns;
 mod fanout;
+mod html;
 mod net;
 mod progress;
 mod ramp;
@@ -86,6 +89,15 @@ enum Test {
     /// arrived. With several URLs the observer takes the first and the
     /// cycles the URLs in turn after it.
     Churn(churn::ChurnArgs),
+    /// Render a report saved with --json as one self-contained HTML page.
+    ///
+    /// The page (no script, no external file or font) shows the verdict,
+    /// the command and machine, a summary table and, when the report has
+    /// time series, charts of latency, deliveries against the offered
+    /// rate, connections, the latency histogram and CPU over time. `-`
+    /// reads stdin or writes stdout. Exits 0, or 2 when the input is not a
+    /// natter load report or the page cannot be written.
+    Report(html::ReportArgs),
     /// Compare two reports saved with --json: each figure as A, B and B/A.
     ///
     /// Both must be runs of the same test. Every number under `results`
@@ -107,6 +119,7 @@ pub async fn run(args: LoadArgs) -> ExitCode {
         Test::Conns(a) => conns::run(a).await,
         Test::Ramp(a) => ramp::run(a).await,
         Test::Churn(a) => churn::run(a).await,
+        Test::Report(a) => html::run_report(a),
         Test::Compare(a) => compare::run(a),
     }
 }
