@@ -14,11 +14,16 @@
 //! `common` is the frame they share (options, setup, usage errors); `net`
 //! opens and closes connections; `stats` holds histograms and sequence
 //! trackers; `sys` reads /proc; `progress` draws the bar; `report` prints.
+//! Two subcommands work on saved `--json` reports instead of a server:
+//! `report` renders one as an HTML page (`html`), `compare` sets two side
+//! by side (`compare`).
 
 mod churn;
 mod common;
+mod compare;
 mod conns;
 mod fanout;
+mod html;
 mod net;
 mod progress;
 mod ramp;
@@ -84,6 +89,26 @@ enum Test {
     /// arrived. With several URLs the observer takes the first and the
     /// cycles the URLs in turn after it.
     Churn(churn::ChurnArgs),
+    /// Render a report saved with --json as one self-contained HTML page.
+    ///
+    /// The page (no script, no external file or font) shows the verdict,
+    /// the command and machine, a summary table and, when the report has
+    /// time series, charts of latency, deliveries against the offered
+    /// rate, connections, the latency histogram and CPU over time. `-`
+    /// reads stdin or writes stdout. Exits 0, or 2 when the input is not a
+    /// natter load report or the page cannot be written.
+    Report(html::ReportArgs),
+    /// Compare two reports saved with --json: each figure as A, B and B/A.
+    ///
+    /// Both must be runs of the same test. Every number under `results`
+    /// and `cpu` present in both is printed by its dotted path, with B/A
+    /// and, where the direction is known, whether B is better or worse
+    /// (latencies, CPU per delivery, memory and lost/duplicate/reordered
+    /// counts lower; deliveries and connects per second higher; "same"
+    /// within 2%). Notes when the commands or machines differ. Exits 0
+    /// when it compared, 2 on a missing file, a file that is not a report,
+    /// or runs of different tests.
+    Compare(compare::CompareArgs),
 }
 
 /// Runs the chosen test; the exit code is its report's, so scripts can
@@ -94,5 +119,7 @@ pub async fn run(args: LoadArgs) -> ExitCode {
         Test::Conns(a) => conns::run(a).await,
         Test::Ramp(a) => ramp::run(a).await,
         Test::Churn(a) => churn::run(a).await,
+        Test::Report(a) => html::run_report(a),
+        Test::Compare(a) => compare::run(a),
     }
 }
