@@ -59,11 +59,8 @@ pub async fn worker(c: Arc<Conns>, deadline: Duration, findings: Findings) -> Ex
 async fn work(c: Arc<Conns>, link: &Link) -> u64 {
     c.connect_all().await;
     emit(&WorkerLine::Connected(json!({})));
-    loop {
-        match link.next().await {
-            ParentLine::Go(_) => break,
-            ParentLine::Finish(end) => return end,
-        }
+    if let ParentLine::Finish(end) = link.next().await {
+        return end;
     }
     c.probes.run().await;
     loop {

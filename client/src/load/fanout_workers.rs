@@ -97,11 +97,9 @@ async fn work(f: Arc<Fanout>, link: &Link) -> u64 {
         "subs": f.subs_per_room(),
         "pubs": f.joined_pubs().len(),
     })));
-    let go = loop {
-        match link.next().await {
-            ParentLine::Go(go) => break go,
-            ParentLine::Finish(end) => return end,
-        }
+    let go = match link.next().await {
+        ParentLine::Go(go) => go,
+        ParentLine::Finish(end) => return end,
     };
     let subs: Vec<u64> = serde_json::from_value(go["subs"].clone()).unwrap_or_default();
     let _ = f.global_subs.set(subs);
