@@ -14,7 +14,7 @@ use natter::{LeanConnection, LeanReceiver, LeanSender};
 use natter_protocol::{PresenceKind, Reply, Request, ServerMessage};
 use serde::Serialize;
 
-use super::common::{CommonArgs, check_rate, header, seconds, setup, usage};
+use super::common::{CommonArgs, check_rate, emit, header, no_workers, seconds, setup, usage};
 use super::net::{self, CloseCount, CloseLog, ConnectStats, ConnectSummary, Ctx};
 use super::report::{Findings, Lines, Report, Summary, count};
 use super::stats::{Percentiles, SeqTracker, SharedHist, lock, ms};
@@ -92,6 +92,13 @@ struct Churn {
 }
 
 pub async fn run(args: ChurnArgs) -> ExitCode {
+    if let Err(code) = no_workers(
+        &args.common,
+        "churn",
+        "its observer, which checks that every cycle's leave arrives, must see every cycle, and it lives in one process",
+    ) {
+        return code;
+    }
     if !(args.rate.is_finite() && args.rate > 0.0 && args.rate <= 100_000.0) {
         return usage("--rate must be a number of cycles per second > 0");
     }
@@ -169,14 +176,14 @@ pub async fn run(args: ChurnArgs) -> ExitCode {
     if let Some(sender) = observer {
         net::close_all(vec![sender], 1, Duration::from_secs(3)).await;
     }
-    Report::new(
+    let report = Report::new(
         header(&ctx, "churn", deadline),
         findings,
         cpu,
         !finished,
         results,
-    )
-    .emit(args.common.json)
+    );
+    emit(&report, &args.common)
 }
 
 /// Observer in, cycles at the rate, wait for stragglers. An `Err` is a

@@ -3,6 +3,7 @@
 //! that the tests depend on it while `mod.rs` depends only on the tests
 //! (no import circle between the module root and its tests).
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -14,8 +15,9 @@ use natter_protocol::Welcome;
 
 use super::net::{self, Ctx, Target};
 use super::progress::Progress;
-use super::report::{self, EXIT_ERROR, Findings};
+use super::report::{self, EXIT_CLEAN, EXIT_ERROR, Findings, Report, Summary};
 use super::sys;
+use super::workers::{Share, WorkerSpec};
 
 /// Where the tests connect when no URL is given: a natter-server started
 /// with its defaults on this machine.
@@ -84,6 +86,28 @@ pub struct CommonArgs {
     /// terminal).
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Run the test in N worker processes (copies of this program), each
+    /// holding its share of the connections, so a run can hold more
+    /// sockets than one process may open (about 19 000). Worker I takes
+    /// connections I, I+N, I+2N … (so each spreads over every URL) and,
+    /// with --source-ips S, binds its own addresses 127.0.0.(I·S+1) …
+    /// 127.0.0.(I·S+S) (N·S at most 254). The results are merged exactly:
+    /// one summary, one --json. conns and fanout only.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+
+    /// After the run, also write an HTML report (charts of the time series,
+    /// the latency histogram and the summary) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Internal: this process is worker I of N of a --workers run started
+    /// at ORIGIN_US (unix µs) with run id RUN_ID; it talks to its parent
+    /// in JSON lines instead of reporting.
+    #[arg(long, value_name = "I,N,ORIGIN_US,RUN_ID", hide = true)]
+    pub worker: Option<WorkerSpec>,
 }
 
 impl CommonArgs {
@@ -101,6 +125,34 @@ impl CommonArgs {
             given.clone()
         }
     }
+
+    /// Whether this process is the parent of a `--workers` run.
+    pub fn is_parent(&self) -> bool {
+        self.workers > 1 && self.worker.is_none()
+    }
+
+    /// This process's part of the run: its share as a worker, all of it
+    /// otherwise.
+    pub fn share(&self) -> Share {
+        self.worker.as_ref().map_or(Share::ALL, |w| w.share)
+    }
+
+    /// How many processes hold the run's connections.
+    fn processes(&self) -> usize {
+        self.worker
+            .as_ref()
+            .map_or(usize::from(self.workers), |w| w.share.of)
+    }
+}
+
+/// The usage error of a test that cannot run in several processes.
+pub fn no_workers(common: &CommonArgs, test: &str, why: &str) -> Result<(), ExitCode> {
+    if common.workers > 1 {
+        return Err(usage(&format!(
+            "{test} does not support --workers: {why}; run it in one process"
+        )));
+    }
+    Ok(())
 }
 
 /// Reports a usage error (exit 2).
@@ -124,6 +176,13 @@ pub fn seconds(name: &str, v: f64, allow_zero: bool) -> Result<Duration, ExitCod
 /// The common start of every test: check the options, raise the
 /// open-files limit, probe the servers. `connections` is how many
 /// connections the run may hold at once. Setup notes go into `findings`.
+///
+/// With `--workers`, `connections` is the whole run's; each process checks
+/// its open-files limit against its own share (the parent, which holds
+/// none, not at all), and the ephemeral ports against the source
+/// addresses of all processes together. A worker names its rooms by the
+/// parent's run id, binds its own source addresses and leaves reading the
+/// servers to the parent.
 pub async fn setup(
     common: &CommonArgs,
     connections: usize,
@@ -133,42 +192,62 @@ pub async fn setup(
     if let Some(d) = common.deadline {
         seconds("--deadline", d, false)?;
     }
+    let processes = common.processes();
+    let source_ips = usize::from(common.source_ips);
+    if processes * source_ips > 254 {
+        return Err(usage(&format!(
+            "--workers {processes} × --source-ips {source_ips} needs more than the 254 \
+             addresses 127.0.0.1 … 127.0.0.254: each worker binds its own"
+        )));
+    }
+    let mine = connections.div_ceil(processes);
     match sys::raise_nofile_limit() {
-        Some(soft) if (soft as usize) < connections + 64 => findings.warn(format!(
-            "the open-files limit is {soft}, below the {connections} connections this run \
-             may open (run as root, or raise the hard limit with ulimit -Hn)"
+        Some(soft) if !common.is_parent() && (soft as usize) < mine + 64 => findings.warn(format!(
+            "the open-files limit is {soft}, below the {mine} connections this \
+                 process may open (run as root, raise the hard limit with ulimit -Hn, or \
+                 use --workers)"
         )),
         _ => {}
     }
-    if common.source_ips == 0 && connections > 28_000 {
+    if connections / (processes * source_ips).max(1) > 28_000 {
         findings.warn(
             "more than ~28 000 connections from one source address can exhaust the \
              ephemeral ports: use --source-ips",
         );
     }
+    let share = common.share();
+    let source_base = u8::try_from(share.index * source_ips).unwrap_or(0);
     let tls = match natter::tls::client_config(common.ca.as_deref()) {
         Ok(config) => Some(config),
         Err(e) => return Err(usage(&e.to_string())),
     };
-    let run_id = net::run_id();
+    let run_id = common
+        .worker
+        .as_ref()
+        .map_or_else(net::run_id, |w| w.run_id.clone());
     // Probe from the last source address: it checks the servers answer
     // and that the source addresses can be bound.
-    let probe_ip = net::source_ip(
-        common.source_ips,
-        usize::from(common.source_ips).saturating_sub(1),
-    );
+    let probe_ip =
+        net::source_ip_from(source_base, common.source_ips, source_ips.saturating_sub(1));
     let options = natter::ConnectOptions {
         source_ip: probe_ip,
         tls: tls.clone(),
     };
     let urls = common.urls();
     let welcome = probe_all(&urls, &options, findings).await?;
-    let progress = Progress::new(common.quiet);
+    let progress = Progress::new(common.quiet || common.worker.is_some());
+    let server_pids = if common.worker.is_some() {
+        Vec::new()
+    } else {
+        common.server_pid.clone()
+    };
     Ok(Arc::new(Ctx {
         targets: urls.into_iter().map(Target::new).collect(),
         source_ips: common.source_ips,
+        source_base,
+        share,
         in_flight: common.in_flight as usize,
-        server_pids: common.server_pid.clone(),
+        server_pids,
         tls,
         run_id,
         welcome,
@@ -283,5 +362,57 @@ pub fn header(ctx: &Ctx, test: &'static str, deadline: Duration) -> report::Head
         server: ctx.welcome.server.clone(),
         run_id: ctx.run_id.clone(),
         deadline_s: deadline.as_secs_f64(),
+        command: command_line(),
+        machine: sys::Machine::this(),
     }
+}
+
+/// This process's command line as given, `natter load …`, each argument
+/// quoted for a POSIX shell when it needs it, so it can be pasted back.
+pub fn command_line() -> String {
+    let quote = |a: String| {
+        let plain = !a.is_empty()
+            && a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@%+".contains(&b));
+        if plain {
+            a
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    };
+    let args = std::env::args().skip(1).map(quote);
+    std::iter::once("natter".to_owned())
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Prints the report as asked (the summary, or `--json`), writes the HTML
+/// report with `--report`, and gives the exit code. A report that cannot be
+/// written turns a clean run's exit code into 2: the run was asked for it.
+pub fn emit<T: Summary>(report: &Report<T>, common: &CommonArgs) -> ExitCode {
+    let code = report.emit(common.json);
+    let Some(path) = &common.report else {
+        return code;
+    };
+    let written = serde_json::to_value(report)
+        .map_err(|e| format!("cannot encode the report: {e}"))
+        .and_then(|value| write_report(path, &value));
+    match written {
+        Ok(()) => code,
+        Err(e) => {
+            eprintln!("natter load: {e}");
+            if report.exit_code == EXIT_CLEAN {
+                ExitCode::from(EXIT_ERROR)
+            } else {
+                code
+            }
+        }
+    }
+}
+
+/// Writes the HTML report of `report` (the `--json` object) to `path`
+/// (`-`: stdout), drawn by `super::html`.
+pub fn write_report(path: &Path, report: &serde_json::Value) -> Result<(), String> {
+    super::html::write(path, report).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

@@ -13,7 +13,13 @@
 //! Module map: `fanout`, `conns`, `ramp` and `churn` are the tests;
 //! `common` is the frame they share (options, setup, usage errors); `net`
 //! opens and closes connections; `stats` holds histograms and sequence
-//! trackers; `sys` reads /proc; `progress` draws the bar; `report` prints.
+//! trackers (and their plain, mergeable form); `sys` reads /proc;
+//! `progress` draws the bar; `report` prints; `series` cuts the run into
+//! per-second points for `--json` and `--report`; `workers` runs a test in
+//! several processes (`--workers`) and carries their raw numbers back.
+//! `fanout/` and `conns/` each keep their raw state and their worker side
+//! in files of their own (`fanout/state.rs`, `fanout/workers.rs`,
+//! `conns/probe.rs`, `conns/workers.rs`).
 //! Two subcommands work on saved `--json` reports instead of a server:
 //! `report` renders one as an HTML page (`html`), `compare` sets two side
 //! by side (`compare`).
@@ -28,8 +34,10 @@ mod net;
 mod progress;
 mod ramp;
 mod report;
+mod series;
 mod stats;
 mod sys;
+mod workers;
 
 use std::process::ExitCode;
 

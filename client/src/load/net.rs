@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::progress::Progress;
 use super::report::{Findings, UrlCount};
-use super::stats::{Percentiles, SharedHist, lock};
+use super::stats::{Hist, HistState, Percentiles, SharedHist, lock};
 
 /// Longest a single connect (TCP + upgrade + welcome) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,6 +31,12 @@ pub struct Ctx {
     /// of one cluster); never empty.
     pub targets: Vec<Target>,
     pub source_ips: u8,
+    /// This process's first source address is 127.0.0.(base + 1): a
+    /// `--workers` run gives each worker its own addresses.
+    pub source_base: u8,
+    /// The connections this process opens (all of them, unless it is a
+    /// worker of a `--workers` run).
+    pub share: super::workers::Share,
     pub in_flight: usize,
     /// The server processes to read CPU and memory of (`--server-pid`,
     /// one per node); figures are summed over them.
@@ -64,10 +70,12 @@ impl Ctx {
     }
 
     /// Connection `i`'s options: its source address, round-robin over
-    /// 127.0.0.1 … 127.0.0.N with `--source-ips N`.
+    /// 127.0.0.1 … 127.0.0.N with `--source-ips N` (over this worker's
+    /// own N addresses in a `--workers` run, where `i` is the connection's
+    /// place among this worker's).
     pub fn options(&self, i: usize) -> ConnectOptions {
         ConnectOptions {
-            source_ip: source_ip(self.source_ips, i),
+            source_ip: source_ip_from(self.source_base, self.source_ips, i),
             tls: self.tls.clone(),
         }
     }
@@ -165,9 +173,16 @@ impl Target {
     }
 }
 
+#[cfg(test)]
 pub fn source_ip(source_ips: u8, i: usize) -> Option<IpAddr> {
+    source_ip_from(0, source_ips, i)
+}
+
+/// Connection `i`'s source address among 127.0.0.(base + 1) …
+/// 127.0.0.(base + source_ips); `None` (the system's choice) for 0.
+pub fn source_ip_from(base: u8, source_ips: u8, i: usize) -> Option<IpAddr> {
     (source_ips > 0).then(|| {
-        let last = 1 + (i % usize::from(source_ips)) as u8;
+        let last = base.saturating_add(1 + (i % usize::from(source_ips)) as u8);
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
     })
 }
@@ -280,14 +295,64 @@ impl ConnectStats {
     }
 
     pub fn summary(&self) -> ConnectSummary {
-        ConnectSummary {
+        self.state().summary()
+    }
+
+    /// The raw counts, for a `--workers` parent to merge.
+    pub fn state(&self) -> ConnectState {
+        ConnectState {
             connected: self.ok.load(Ordering::Relaxed),
             refused_503: self.refused.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             failed_tester_side: self.local.load(Ordering::Relaxed),
             join_failed: self.join_failed.load(Ordering::Relaxed),
-            connect_time: self.times.summary(),
-            failure_reasons: lock(&self.samples)
+            times: self.times.state(),
+            reasons: lock(&self.samples).clone(),
+        }
+    }
+}
+
+/// [`ConnectStats`] as plain data: one process's, or several merged.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectState {
+    pub connected: u64,
+    pub refused_503: u64,
+    pub failed: u64,
+    pub failed_tester_side: u64,
+    pub join_failed: u64,
+    pub times: HistState,
+    pub reasons: BTreeMap<String, u64>,
+}
+
+impl ConnectState {
+    /// Adds another process's counts: sums, and the connect times merged.
+    pub fn merge(&mut self, other: &ConnectState) {
+        self.connected += other.connected;
+        self.refused_503 += other.refused_503;
+        self.failed += other.failed;
+        self.failed_tester_side += other.failed_tester_side;
+        self.join_failed += other.join_failed;
+        let mut times = Hist::new();
+        times.merge(&self.times);
+        times.merge(&other.times);
+        self.times = times.state();
+        for (why, n) in &other.reasons {
+            *self.reasons.entry(why.clone()).or_default() += n;
+        }
+    }
+
+    pub fn summary(&self) -> ConnectSummary {
+        let mut times = Hist::new();
+        times.merge(&self.times);
+        ConnectSummary {
+            connected: self.connected,
+            refused_503: self.refused_503,
+            failed: self.failed,
+            failed_tester_side: self.failed_tester_side,
+            join_failed: self.join_failed,
+            connect_time: times.summary(),
+            failure_reasons: self
+                .reasons
                 .iter()
                 .map(|(why, n)| format!("{n} × {why}"))
                 .collect(),
@@ -406,14 +471,15 @@ impl CloseLog {
     }
 
     pub fn summary(&self) -> Vec<CloseCount> {
-        lock(&self.codes)
-            .iter()
-            .map(|(&code, (count, reason))| CloseCount {
-                code,
-                count: *count,
-                reason: reason.clone(),
-            })
-            .collect()
+        self.state().summary()
+    }
+
+    /// The raw counts, for a `--workers` parent to merge.
+    pub fn state(&self) -> CloseState {
+        CloseState {
+            codes: lock(&self.codes).clone(),
+            shutdowns: self.shutdown_events.load(Ordering::Relaxed),
+        }
     }
 
     /// Closes by the server, and shutdown events, during the run are
@@ -424,6 +490,47 @@ impl CloseLog {
             self.shutdown_events.load(Ordering::Relaxed),
             findings,
         );
+    }
+}
+
+/// [`CloseLog`] as plain data: close codes with their count and first
+/// reason, and shutdown events.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CloseState {
+    pub codes: BTreeMap<u16, (u64, String)>,
+    pub shutdowns: u64,
+}
+
+impl CloseState {
+    /// Adds another process's closes (a code's first reason is kept).
+    pub fn merge(&mut self, other: &CloseState) {
+        for (&code, (n, reason)) in &other.codes {
+            self.codes.entry(code).or_insert((0, reason.clone())).0 += n;
+        }
+        self.shutdowns += other.shutdowns;
+    }
+
+    pub fn summary(&self) -> Vec<CloseCount> {
+        self.codes
+            .iter()
+            .map(|(&code, (count, reason))| CloseCount {
+                code,
+                count: *count,
+                reason: reason.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Sums per-URL counts of several processes (the same URLs, in order).
+pub fn merge_url_counts(into: &mut Vec<UrlCount>, other: &[UrlCount]) {
+    if into.is_empty() {
+        *into = other.to_vec();
+        return;
+    }
+    for (a, b) in into.iter_mut().zip(other) {
+        a.connections += b.connections;
+        a.attempted += b.attempted;
     }
 }
 
@@ -651,6 +758,9 @@ mod tests {
         assert_eq!(source_ip(0, 5), None);
         assert_eq!(source_ip(3, 0).unwrap().to_string(), "127.0.0.1");
         assert_eq!(source_ip(3, 4).unwrap().to_string(), "127.0.0.2");
+        // Worker 2 of a --source-ips 3 run: 127.0.0.7 … 127.0.0.9.
+        assert_eq!(source_ip_from(6, 3, 0).unwrap().to_string(), "127.0.0.7");
+        assert_eq!(source_ip_from(6, 3, 5).unwrap().to_string(), "127.0.0.9");
     }
 
     /// Each connection takes the next URL, and one URL takes them all.

@@ -14,7 +14,7 @@ use natter::{LeanReceiver, LeanSender};
 use natter_protocol::{Reply, ServerMessage};
 use serde::Serialize;
 
-use super::common::{CommonArgs, check_rate, header, seconds, setup, usage};
+use super::common::{CommonArgs, check_rate, emit, header, no_workers, seconds, setup, usage};
 use super::net::{
     self, Alive, AliveGuard, CloseCount, CloseLog, ConnectStats, ConnectSummary, Ctx,
 };
@@ -106,6 +106,13 @@ pub struct StepResult {
 }
 
 pub async fn run(args: RampArgs) -> ExitCode {
+    if let Err(code) = no_workers(
+        &args.common,
+        "ramp",
+        "its steps are decided from the whole run's p95, which one process measures",
+    ) {
+        return code;
+    }
     if args.step == 0 || args.max_clients == 0 || args.concurrent == 0 || args.samples == 0 {
         return usage("--step, --max-clients, --concurrent and --samples must be at least 1");
     }
@@ -176,7 +183,7 @@ pub async fn run(args: RampArgs) -> ExitCode {
         results,
     );
     r.close().await;
-    report.emit(args.common.json)
+    emit(&report, &args.common)
 }
 
 async fn scenario(r: Arc<Ramp>) {

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::sys::CpuWindow;
+use super::series::SeriesReport;
+use super::sys::{CpuWindow, Machine};
 
 /// A clean run: every check passed.
 pub const EXIT_CLEAN: u8 = 0;
@@ -19,7 +20,7 @@ pub const EXIT_MISBEHAVIOUR: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
 
 /// What a run found besides its numbers.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
 pub struct Findings {
     /// Server misbehaviour; any makes the exit code 1.
     pub problems: Vec<String>,
@@ -138,6 +139,10 @@ pub struct Report<T> {
     pub server: String,
     /// Names this run's rooms and nicks.
     pub run_id: String,
+    /// The command line as given (`natter load …`).
+    pub command: String,
+    /// The machine the tester ran on.
+    pub machine: Machine,
     /// `clean`, `misbehaviour` or `error`.
     pub outcome: &'static str,
     pub exit_code: u8,
@@ -150,10 +155,13 @@ pub struct Report<T> {
     /// CPU used in the measured window (tester, and server with --server-pid).
     pub cpu: Option<CpuWindow>,
     pub results: T,
+    /// One point a second over the run (see `series.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series: Option<SeriesReport>,
 }
 
 /// How many connections one URL got, for the report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct UrlCount {
     pub url: String,
     /// Connections established (upgraded and welcomed).
@@ -170,6 +178,8 @@ pub struct Header {
     pub server: String,
     pub run_id: String,
     pub deadline_s: f64,
+    pub command: String,
+    pub machine: Machine,
 }
 
 impl<T: Summary> Report<T> {
@@ -201,6 +211,8 @@ impl<T: Summary> Report<T> {
             server_pids: header.server_pids,
             server: header.server,
             run_id: header.run_id,
+            command: header.command,
+            machine: header.machine,
             outcome: match exit_code {
                 EXIT_CLEAN => "clean",
                 EXIT_MISBEHAVIOUR => "misbehaviour",
@@ -214,7 +226,14 @@ impl<T: Summary> Report<T> {
             warnings: findings.warnings,
             cpu,
             results,
+            series: None,
         }
+    }
+
+    /// The report with its time series.
+    pub fn with_series(mut self, series: Option<SeriesReport>) -> Report<T> {
+        self.series = series;
+        self
     }
 
     /// Prints the report (readable or JSON) and gives the exit code.
@@ -393,6 +412,8 @@ mod tests {
             server: "natter".into(),
             run_id: "abc123".into(),
             deadline_s: 10.0,
+            command: "natter load conns".into(),
+            machine: Machine::this(),
         };
         Report::new(header, Findings::default(), None, false, NoResults)
     }

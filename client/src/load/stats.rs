@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Largest value a histogram records exactly: one hour, in microseconds.
 const HIGHEST_MICROS: u64 = 3_600_000_000;
@@ -24,6 +24,72 @@ impl Hist {
     pub fn new() -> Hist {
         // The bounds are constants that HdrHistogram accepts.
         Hist(Histogram::new_with_bounds(1, HIGHEST_MICROS, 3).expect("valid histogram bounds"))
+    }
+
+    /// A histogram with 2 significant digits (1 % resolution), a tenth of
+    /// the memory of [`Hist::new`]: for the per-second histograms of
+    /// `series`, one per second of the run, where 3 digits cost ~200 KB
+    /// each.
+    pub fn coarse() -> Hist {
+        // The bounds are constants that HdrHistogram accepts.
+        Hist(Histogram::new_with_bounds(1, HIGHEST_MICROS, 2).expect("valid histogram bounds"))
+    }
+
+    /// How many values were recorded.
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// The value (µs) at `quantile` (0 … 1), or `None` when empty.
+    pub fn quantile(&self, quantile: f64) -> Option<u64> {
+        (!self.0.is_empty()).then(|| self.0.value_at_quantile(quantile))
+    }
+
+    /// The largest value recorded (µs, to the histogram's precision).
+    pub fn max(&self) -> Option<u64> {
+        (!self.0.is_empty()).then(|| self.0.max())
+    }
+
+    /// The recorded buckets, for another process to merge ([`Hist::merge`]).
+    pub fn state(&self) -> HistState {
+        HistState(
+            self.0
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
+        )
+    }
+
+    /// Adds the values of `state` (from [`Hist::state`] of a histogram
+    /// with the same or finer precision): the same counts in the same
+    /// buckets as if this histogram had recorded them itself.
+    pub fn merge(&mut self, state: &HistState) {
+        for &(value, count) in &state.0 {
+            let _ = self.0.record_n(value.clamp(1, HIGHEST_MICROS), count);
+        }
+    }
+
+    /// Log-spaced buckets of the whole histogram (see [`Bucket`]): from the
+    /// first non-empty bucket to the last, each bound √2 times the one
+    /// before, starting at 10 µs.
+    pub fn buckets(&self) -> Vec<Bucket> {
+        if self.0.is_empty() {
+            return Vec::new();
+        }
+        let mut out: Vec<Bucket> = self
+            .0
+            .iter_log(10, std::f64::consts::SQRT_2)
+            .map(|v| Bucket {
+                le_ms: v.value_iterated_to() as f64 / 1000.0,
+                count: v.count_since_last_iteration(),
+            })
+            .collect();
+        while out.last().is_some_and(|b| b.count == 0) {
+            out.pop();
+        }
+        let first = out.iter().position(|b| b.count > 0).unwrap_or(0);
+        out.drain(..first);
+        out
     }
 
     /// Records one value in microseconds (clamped to 1 µs … 1 h).
@@ -55,6 +121,24 @@ impl Hist {
     }
 }
 
+/// A histogram as its recorded buckets, `(value µs, count)` pairs, each
+/// value the highest equivalent value of its bucket: what a worker process
+/// hands its parent. Recording the pairs back into a histogram of the same
+/// (or coarser) precision puts every count into the bucket it came from,
+/// so merged histograms are exactly the one histogram all values would
+/// have made, not an average of percentiles.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HistState(pub Vec<(u64, u64)>);
+
+/// One bucket of a latency histogram in the report: `count` values (not
+/// cumulative) above the previous bucket's `le_ms` and at most this
+/// `le_ms` milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bucket {
+    pub le_ms: f64,
+    pub count: u64,
+}
+
 /// A histogram shared by many tasks. Hot paths buffer values locally
 /// ([`SharedHist::flush`]) so the lock is taken once per batch.
 #[derive(Default)]
@@ -82,6 +166,10 @@ impl SharedHist {
 
     pub fn summary(&self) -> Option<Percentiles> {
         lock(&self.0).summary()
+    }
+
+    pub fn state(&self) -> HistState {
+        lock(&self.0).state()
     }
 }
 
@@ -211,9 +299,47 @@ impl SeqTracker {
         self.next - 1
     }
 
+    /// Numbers in `start+1 ..= last` never seen.
+    pub fn lost(&self, last: u64) -> u64 {
+        last.saturating_sub(self.start)
+            .saturating_sub(self.distinct)
+    }
+}
+
+/// What a [`SeqTracker`] knows, as plain data: what a worker process hands
+/// its parent so that the parent judges every stream exactly as the
+/// tracker itself would (the same formulas, in [`TrackerState`]'s methods).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrackerState {
+    pub start: u64,
+    pub highest: u64,
+    pub distinct: u64,
+    pub duplicates: u64,
+    pub late: u64,
+    /// Numbers skipped over and not seen since (usually none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<u64>,
+}
+
+impl SeqTracker {
+    pub fn state(&self) -> TrackerState {
+        let mut missing: Vec<u64> = self.missing.iter().copied().collect();
+        missing.sort_unstable();
+        TrackerState {
+            start: self.start,
+            highest: self.highest(),
+            distinct: self.distinct,
+            duplicates: self.duplicates,
+            late: self.late,
+            missing,
+        }
+    }
+}
+
+impl TrackerState {
     /// How many distinct numbers in `start+1 ..= upto` were seen.
     pub fn received_upto(&self, upto: u64) -> u64 {
-        let top = self.highest().min(upto);
+        let top = self.highest.min(upto);
         let skipped = self.missing.iter().filter(|&&m| m <= top).count() as u64;
         top.saturating_sub(self.start).saturating_sub(skipped)
     }
@@ -226,13 +352,7 @@ impl SeqTracker {
 
     /// Numbers after the highest seen, up to `last`: not arrived (yet).
     pub fn tail(&self, last: u64) -> u64 {
-        last.saturating_sub(self.highest())
-    }
-
-    /// Numbers in `start+1 ..= last` never seen.
-    pub fn lost(&self, last: u64) -> u64 {
-        last.saturating_sub(self.start)
-            .saturating_sub(self.distinct)
+        last.saturating_sub(self.highest)
     }
 }
 
@@ -277,8 +397,8 @@ mod tests {
         assert_eq!(t.observe(5), Seen::Duplicate); // before the start
         assert_eq!(t.observe(15), Seen::InOrder);
         assert_eq!(t.lost(16), 2); // 13 and 16
-        assert_eq!(t.received_upto(16), 4); // 11, 12, 14, 15
-        assert_eq!(t.received_upto(13), 2); // 11, 12
+        assert_eq!(t.state().received_upto(16), 4); // 11, 12, 14, 15
+        assert_eq!(t.state().received_upto(13), 2); // 11, 12
         assert_eq!((t.distinct, t.duplicates, t.late, t.gaps), (4, 2, 1, 1));
     }
 
@@ -288,6 +408,51 @@ mod tests {
         assert_eq!(percentile(&mut v, 95.0), Some(Duration::from_millis(19)));
         assert_eq!(percentile(&mut v, 100.0), Some(Duration::from_millis(20)));
         assert_eq!(percentile(&mut [], 95.0), None);
+    }
+
+    /// A histogram rebuilt from its state, or from the states of two
+    /// halves, is the same histogram: merging is exact.
+    #[test]
+    fn histogram_state_merges_exactly() {
+        let (mut all, mut a, mut b) = (Hist::new(), Hist::new(), Hist::new());
+        let mut x: u64 = 12345;
+        for n in 0..5000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = 1 + (x >> 40) % 2_000_000;
+            all.record(v);
+            if n % 3 == 0 { a.record(v) } else { b.record(v) }
+        }
+        let mut merged = Hist::new();
+        merged.merge(&a.state());
+        merged.merge(&b.state());
+        assert_eq!(merged.0, all.0);
+        assert_eq!(merged.state(), all.state());
+        let (s, m) = (all.summary().unwrap(), merged.summary().unwrap());
+        assert_eq!(
+            (s.count, s.p50_ms, s.p99_ms, s.max_ms, s.min_ms),
+            (m.count, m.p50_ms, m.p99_ms, m.max_ms, m.min_ms)
+        );
+        let buckets = all.buckets();
+        assert_eq!(buckets.iter().map(|b| b.count).sum::<u64>(), 5000);
+        assert!(buckets.windows(2).all(|w| w[0].le_ms < w[1].le_ms));
+    }
+
+    #[test]
+    fn tracker_state_judges_like_the_tracker() {
+        let mut t = SeqTracker::new(10);
+        for n in [11, 14, 12, 12, 5, 15, 19] {
+            t.observe(n);
+        }
+        let s = t.state();
+        // 11, 12, 14, 15, 19 seen; 13, 16, 17, 18 skipped.
+        assert_eq!(s.received_upto(15), 4);
+        assert_eq!(s.received_upto(30), 5);
+        assert_eq!(s.tail(21), 2);
+        assert_eq!(s.gaps_open(), 4);
+        assert_eq!((s.distinct, s.duplicates, s.late), (t.distinct, 2, 1));
+        assert_eq!(s.missing, [13, 16, 17, 18]);
     }
 
     #[test]

@@ -87,16 +87,19 @@ pub fn servers_rss(pids: &[u32]) -> Option<u64> {
     sum_over(pids, rss_bytes)
 }
 
-/// Each thread of this process: (thread id, name, CPU ticks).
-fn thread_ticks() -> Vec<(u32, String, u64)> {
-    let Ok(dir) = fs::read_dir("/proc/self/task") else {
+/// Each thread of a process (this one for `None`): (thread id, name, CPU
+/// ticks). Thread ids are unique machine-wide, so the threads of several
+/// processes can share one list.
+fn thread_ticks(pid: Option<u32>) -> Vec<(u32, String, u64)> {
+    let base = pid.map_or_else(|| "/proc/self".to_owned(), |p| format!("/proc/{p}"));
+    let Ok(dir) = fs::read_dir(format!("{base}/task")) else {
         return Vec::new();
     };
     dir.filter_map(|entry| {
         let entry = entry.ok()?;
         let tid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let ticks = stat_ticks(&format!("/proc/self/task/{tid}/stat"))?;
-        let name = fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+        let ticks = stat_ticks(&format!("{base}/task/{tid}/stat"))?;
+        let name = fs::read_to_string(format!("{base}/task/{tid}/comm"))
             .map(|s| s.trim().to_owned())
             .unwrap_or_default();
         Some((tid, name, ticks))
@@ -116,10 +119,22 @@ impl CpuSnapshot {
     /// The tester's counters now, and the servers' summed over
     /// `server_pids` (none without `--server-pid`).
     pub fn take(server_pids: &[u32]) -> CpuSnapshot {
+        CpuSnapshot::take_with(server_pids, &[])
+    }
+
+    /// [`CpuSnapshot::take`] counting `workers` (the worker processes of a
+    /// `--workers` run) as part of the tester: their CPU is added to this
+    /// process's and their threads are candidates for the busiest.
+    pub fn take_with(server_pids: &[u32], workers: &[u32]) -> CpuSnapshot {
+        let mut threads = thread_ticks(None);
+        for &pid in workers {
+            threads.extend(thread_ticks(Some(pid)));
+        }
+        let others: Option<u64> = workers.iter().map(|&p| process_ticks(Some(p))).sum();
         CpuSnapshot {
             at: Instant::now(),
-            own: process_ticks(None),
-            threads: thread_ticks(),
+            own: process_ticks(None).zip(others).map(|(a, b)| a + b),
+            threads,
             server: servers_ticks(server_pids),
         }
     }
@@ -157,6 +172,41 @@ impl CpuSnapshot {
             busiest_thread_share: busiest.map(|(_, c)| c / wall),
             server_cpu_s: server_cpu,
             server_cores: server_cpu.map(|c| c / wall),
+        }
+    }
+}
+
+/// The machine the run ran on, for the report (the HTML report shows it
+/// next to the numbers, which mean little without it).
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    /// MemTotal of /proc/meminfo; null when unreadable.
+    pub memory_bytes: Option<u64>,
+    /// /proc/sys/kernel/ostype and osrelease, e.g. "Linux 6.1.0-13-amd64".
+    pub kernel: String,
+}
+
+impl Machine {
+    pub fn this() -> Machine {
+        let read = |p: &str| fs::read_to_string(p).map(|s| s.trim().to_owned()).ok();
+        let memory_bytes = read("/proc/meminfo").and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?.to_owned();
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        });
+        let kernel = match (
+            read("/proc/sys/kernel/ostype"),
+            read("/proc/sys/kernel/osrelease"),
+        ) {
+            (Some(os), Some(release)) => format!("{os} {release}"),
+            (None, Some(release)) => release,
+            _ => std::env::consts::OS.to_owned(),
+        };
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_bytes,
+            kernel,
         }
     }
 }
@@ -255,7 +305,10 @@ mod tests {
     #[test]
     fn reads_own_cpu_and_threads() {
         assert!(process_ticks(None).is_some());
-        assert!(!thread_ticks().is_empty());
+        assert!(!thread_ticks(None).is_empty());
+        assert!(!thread_ticks(Some(std::process::id())).is_empty());
+        let m = Machine::this();
+        assert!(m.cpus >= 1 && m.memory_bytes.unwrap() > 0 && !m.kernel.is_empty());
         let pid = std::process::id();
         assert!(rss_bytes(pid).unwrap() > 0);
         let a = CpuSnapshot::take(&[pid]);

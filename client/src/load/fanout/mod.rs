@@ -14,13 +14,20 @@ use natter::{LeanReceiver, LeanSender};
 use natter_protocol::{Id, Reply, ServerMessage};
 use serde::Serialize;
 
-use super::common::{CommonArgs, check_rate, header, seconds, setup, usage};
+use super::common::{CommonArgs, check_rate, emit, header, seconds, setup, usage};
 use super::net::{
     self, Alive, AliveGuard, CloseCount, CloseLog, ConnectStats, ConnectSummary, Ctx, FrameView,
 };
 use super::report::{Findings, Lines, Report, Summary, count};
+use super::series::{CpuSources, Series};
 use super::stats::{LOCAL_BATCH, Percentiles, SeqTracker, SharedHist, lock, ms};
 use super::sys::{CpuSnapshot, CpuWindow};
+
+// The raw numbers and their tally, and the --workers sides of the test.
+mod state;
+mod workers;
+
+use state::{FanoutState, PubState, RoomState, SubState};
 
 #[derive(Args, Debug)]
 pub struct FanoutArgs {
@@ -85,6 +92,9 @@ struct Sub {
     measured: u64,
     /// Latencies not yet flushed into the shared histogram.
     latencies: Vec<u64>,
+    /// (interval, latency µs) of every first delivery, warm-up included,
+    /// not yet flushed into the series.
+    timed: Vec<(u32, u64)>,
     /// Messages in our room that this run did not send.
     foreign: u64,
 }
@@ -93,6 +103,8 @@ struct Sub {
 /// id `first_id + n - 1`, which maps each reply back to a message.
 struct Pub {
     sender: Mutex<Option<LeanSender>>,
+    /// Connected and joined its room: it says on the schedule.
+    joined: AtomicBool,
     first_id: AtomicI64,
     /// Sequence number of the first message of the measured window.
     first_measured: AtomicU64,
@@ -114,6 +126,7 @@ impl Default for Pub {
     fn default() -> Self {
         Pub {
             sender: Mutex::default(),
+            joined: AtomicBool::new(false),
             first_id: AtomicI64::new(i64::MAX),
             first_measured: AtomicU64::new(u64::MAX),
             sent: AtomicU64::new(0),
@@ -157,6 +170,8 @@ struct Fanout {
     schedule_start: OnceLock<Instant>,
     /// First deliveries to subscribers, warm-up included.
     delivered: AtomicU64,
+    /// Publishers still on their schedule.
+    publishing: AtomicU64,
     /// Set when the drain ended with deliveries missing and none arrived
     /// during a further [`STALL_WINDOW`]: they had stopped, not slowed.
     stalled: AtomicBool,
@@ -164,6 +179,15 @@ struct Fanout {
     sub_senders: Mutex<Vec<LeanSender>>,
     alive: Arc<Alive>,
     window: Mutex<(Option<CpuSnapshot>, Option<CpuSnapshot>)>,
+    /// The per-second series.
+    series: Arc<Series>,
+    /// `schedule_start` as unix µs (for the series' offered rate, and the
+    /// one start every worker of a `--workers` run paces by).
+    schedule_start_us: OnceLock<u64>,
+    /// Subscribers joined per room in the whole run, when this process is
+    /// a worker and holds only some of them (its parent tells it): what
+    /// each acknowledged say is owed to.
+    global_subs: OnceLock<Vec<u64>>,
 }
 
 pub async fn run(args: FanoutArgs) -> ExitCode {
@@ -204,22 +228,41 @@ pub async fn run(args: FanoutArgs) -> ExitCode {
         },
         Duration::from_secs_f64,
     );
-    let f = Arc::new(Fanout::new(ctx.clone(), p));
+    if let Some(spec) = &args.common.worker {
+        return workers::worker(ctx, p, spec, deadline, findings).await;
+    }
+    if args.common.is_parent() {
+        let run = workers::Parent {
+            ctx,
+            p,
+            common: &args.common,
+            deadline,
+            over_rate,
+        };
+        return run.run(findings).await;
+    }
+    let f = Fanout::new(ctx.clone(), p, net::unix_micros(), true);
     let finished = ctx
         .run_bounded(deadline, scenario(f.clone()))
         .await
         .is_some();
-    let tally = f.tally();
+    let state = f.state(net::unix_micros());
+    let cpu = f.cpu_window();
+    let tally = state.tally(&f.p, cpu, f.stalled.load(Ordering::Relaxed));
     judge(&tally, over_rate, finished, &mut findings);
+    let series = state
+        .series
+        .report(state.offered(&f.p), Some(&state.latency_hist()));
     let report = Report::new(
         header(&ctx, "fanout", deadline),
         findings,
         tally.cpu,
         !finished,
         tally.results,
-    );
+    )
+    .with_series(Some(series));
     f.close().await;
-    report.emit(args.common.json)
+    emit(&report, &args.common)
 }
 
 fn params(a: &FanoutArgs) -> Result<Params, ExitCode> {
@@ -299,7 +342,20 @@ fn pubs_in_room(pubs: usize, rooms: usize, k: usize) -> usize {
 }
 
 impl Fanout {
-    fn new(ctx: Arc<Ctx>, p: Params) -> Fanout {
+    /// The run's state, its series recording from `origin_us` (CPU read
+    /// only when `read_cpu`: a worker leaves that to its parent).
+    fn new(ctx: Arc<Ctx>, p: Params, origin_us: u64, read_cpu: bool) -> Arc<Fanout> {
+        let alive: Arc<Alive> = Arc::default();
+        let open = alive.clone();
+        let series = Series::start(
+            origin_us,
+            move || open.count() as u64,
+            CpuSources {
+                enabled: read_cpu,
+                server_pids: ctx.server_pids.clone(),
+                other_testers: Vec::new(),
+            },
+        );
         let room_names = (0..p.rooms)
             .map(|k| format!("load-{}-{k}", ctx.run_id))
             .collect();
@@ -314,11 +370,12 @@ impl Fanout {
                         .collect(),
                     measured: 0,
                     latencies: Vec::new(),
+                    timed: Vec::new(),
                     foreign: 0,
                 })
             })
             .collect();
-        Fanout {
+        Arc::new(Fanout {
             pubs: (0..p.pubs).map(|_| Pub::default()).collect(),
             rooms: (0..p.rooms).map(|_| Room::default()).collect(),
             ctx,
@@ -331,12 +388,16 @@ impl Fanout {
             ok_latency: SharedHist::default(),
             schedule_start: OnceLock::new(),
             delivered: AtomicU64::new(0),
+            publishing: AtomicU64::new(0),
             stalled: AtomicBool::new(false),
             reply_errors: Mutex::default(),
             sub_senders: Mutex::default(),
-            alive: Arc::default(),
+            alive,
             window: Mutex::default(),
-        }
+            series,
+            schedule_start_us: OnceLock::new(),
+            global_subs: OnceLock::new(),
+        })
     }
 
     /// When publisher `j`'s say number `n` (from 1) is due, in seconds
@@ -366,21 +427,42 @@ impl Fanout {
             .sum()
     }
 
-    /// First deliveries owed to subscribers so far, warm-up included.
+    /// First deliveries owed to subscribers so far, warm-up included, for
+    /// the says this process's publishers got acknowledged (to every
+    /// subscriber of the room, in whichever process).
     fn expected_all(&self) -> u64 {
+        let global = self.global_subs.get();
         self.rooms
             .iter()
-            .map(|r| r.acked.load(Ordering::Relaxed) * r.subs_joined.load(Ordering::Relaxed))
+            .enumerate()
+            .map(|(k, r)| {
+                let subs = global.map_or_else(
+                    || r.subs_joined.load(Ordering::Relaxed),
+                    |g| g.get(k).copied().unwrap_or(0),
+                );
+                r.acked.load(Ordering::Relaxed) * subs
+            })
             .sum()
     }
 
-    /// Connects and joins connection `i` (subscribers first, then publishers).
-    async fn open(self: Arc<Self>, i: usize) {
+    /// The connection indices this process opens (subscribers first, then
+    /// publishers): all, or a worker's share of each kind.
+    fn my_connections(&self) -> Vec<usize> {
+        let share = self.ctx.share;
+        let subs = share.of_range(self.p.subs);
+        let pubs = share.of_range(self.p.pubs).map(|j| self.p.subs + j);
+        subs.chain(pubs).collect()
+    }
+
+    /// Connects and joins connection `i` (subscribers first, then
+    /// publishers), the `nth` this process opens (which picks its source
+    /// address).
+    async fn open(self: Arc<Self>, nth: usize, i: usize) {
         let ctx = &self.ctx;
         let is_sub = i < self.p.subs;
         let k = if is_sub { i } else { i - self.p.subs } % self.p.rooms;
         let to = ctx.target(nth_of_kind(i, self.p.subs));
-        let conn = ctx.connect(i, to, None, &self.connects).await;
+        let conn = ctx.connect(nth, to, None, &self.connects).await;
         let Some(mut conn) = conn else {
             ctx.progress.inc();
             return;
@@ -407,6 +489,7 @@ impl Fanout {
         } else {
             let j = i - self.p.subs;
             *lock(&self.pubs[j].sender) = Some(conn.sender);
+            self.pubs[j].joined.store(true, Ordering::Relaxed);
             self.rooms[k].pubs_joined.fetch_add(1, Ordering::Relaxed);
             natter_runtime::spawn(self.clone().drain_replies(j, k, conn.receiver, guard));
         }
@@ -443,9 +526,12 @@ impl Fanout {
                     let seen = sub.per_pub[p.publisher / rooms].observe(p.seq);
                     if seen.is_new() {
                         self.delivered.fetch_add(1, Ordering::Relaxed);
+                        let latency = now.saturating_sub(p.micros);
+                        let at = self.series.interval_of(now) as u32;
+                        sub.timed.push((at, latency));
                         if p.measured {
                             sub.measured += 1;
-                            sub.latencies.push(now.saturating_sub(p.micros));
+                            sub.latencies.push(latency);
                         }
                     }
                 }
@@ -453,6 +539,9 @@ impl Fanout {
             }
             if sub.latencies.len() >= LOCAL_BATCH {
                 self.latency.flush(&mut sub.latencies);
+            }
+            if sub.timed.len() >= LOCAL_BATCH {
+                self.series.flush(&mut sub.timed);
             }
         }
         self.closes.ended(receiver.close_info());
@@ -589,6 +678,7 @@ impl Fanout {
                 me.sent_measured.fetch_add(1, Ordering::Relaxed);
             }
         }
+        self.publishing.fetch_sub(1, Ordering::Relaxed);
         sender
     }
 
@@ -608,34 +698,21 @@ impl Fanout {
 /// so a run cut short by the deadline still reports.
 async fn scenario(f: Arc<Fanout>) {
     let ctx = f.ctx.clone();
-    let total = f.p.subs + f.p.pubs;
-    ctx.progress.count("connecting", total as u64);
-    let opener = f.clone();
-    net::pool(&ctx, 0..total, move |i| opener.clone().open(i)).await;
-    let joined_pubs: Vec<usize> = (0..f.p.pubs)
-        .filter(|&j| lock(&f.pubs[j].sender).is_some())
-        .collect();
+    connect_all(&f).await;
     let joined_subs: u64 = f
         .rooms
         .iter()
         .map(|r| r.subs_joined.load(Ordering::Relaxed))
         .sum();
-    if joined_pubs.is_empty() || joined_subs == 0 || ctx.stopped() {
+    if f.joined_pubs().is_empty() || joined_subs == 0 || ctx.stopped() {
         return;
     }
 
     let t0 = Instant::now() + Duration::from_millis(100);
-    // Before any publisher starts, so every `ok` finds it set.
-    let _ = f.schedule_start.set(t0);
+    let t0_us = net::unix_micros() + 100_000;
+    let publishers = f.start_publishers(t0, t0_us);
     let warm_end = t0 + f.p.warmup;
     let end = warm_end + f.p.duration;
-    let publishers: Vec<_> = joined_pubs
-        .iter()
-        .filter_map(|&j| {
-            let sender = lock(&f.pubs[j].sender).take()?;
-            Some((j, natter_runtime::spawn(f.clone().publish(j, sender, t0))))
-        })
-        .collect();
 
     ctx.progress.spin("warm-up", "");
     let ticker = {
@@ -655,10 +732,7 @@ async fn scenario(f: Arc<Fanout>) {
     net::sleep_until(end).await;
     lock(&f.window).1 = Some(CpuSnapshot::take(&ctx.server_pids));
 
-    for (j, handle) in publishers {
-        let sender = handle.await;
-        *lock(&f.pubs[j].sender) = Some(sender);
-    }
+    f.await_publishers(publishers).await;
     ctx.progress.spin("draining", "");
     let g = f.clone();
     let complete = net::wait_until(f.p.drain, move || {
@@ -677,6 +751,158 @@ async fn scenario(f: Arc<Fanout>) {
         f.stalled.store(after == before, Ordering::Relaxed);
     }
     drop(ticker);
+}
+
+/// Opens this process's connections (every one, or a worker's share).
+async fn connect_all(f: &Arc<Fanout>) {
+    let mine = Arc::new(f.my_connections());
+    f.ctx.progress.count("connecting", mine.len() as u64);
+    let opener = f.clone();
+    let list = mine.clone();
+    net::pool(&f.ctx, 0..mine.len(), move |nth| {
+        opener.clone().open(nth, list[nth])
+    })
+    .await;
+}
+
+/// A publisher's task: it gives its sender back when its schedule ends.
+type Publishing = (usize, natter_runtime::JoinHandle<LeanSender>);
+
+impl Fanout {
+    /// The publishers of this process that joined their room.
+    fn joined_pubs(&self) -> Vec<usize> {
+        (0..self.p.pubs)
+            .filter(|&j| lock(&self.pubs[j].sender).is_some())
+            .collect()
+    }
+
+    /// Starts every joined publisher on the schedule from `t0` (the same
+    /// moment as `t0_us`, unix µs).
+    fn start_publishers(self: &Arc<Self>, t0: Instant, t0_us: u64) -> Vec<Publishing> {
+        // Before any publisher starts, so every `ok` finds it set.
+        let _ = self.schedule_start.set(t0);
+        let _ = self.schedule_start_us.set(t0_us);
+        self.joined_pubs()
+            .into_iter()
+            .filter_map(|j| {
+                let sender = lock(&self.pubs[j].sender).take()?;
+                self.publishing.fetch_add(1, Ordering::Relaxed);
+                Some((
+                    j,
+                    natter_runtime::spawn(self.clone().publish(j, sender, t0)),
+                ))
+            })
+            .collect()
+    }
+
+    /// Waits for the publishers' schedules to end and keeps their senders
+    /// (to close them later).
+    async fn await_publishers(&self, publishers: Vec<Publishing>) {
+        for (j, handle) in publishers {
+            let sender = handle.await;
+            *lock(&self.pubs[j].sender) = Some(sender);
+        }
+    }
+
+    /// Tester and server CPU over the measured window.
+    fn cpu_window(&self) -> Option<CpuWindow> {
+        match &*lock(&self.window) {
+            (Some(a), Some(b)) => Some(a.window(b)),
+            _ => None,
+        }
+    }
+
+    /// Running counters for a worker's progress line (see
+    /// `fanout_workers.rs`): what the parent's drain waits on.
+    fn progress_counts(&self) -> serde_json::Value {
+        serde_json::json!({
+            "sent": self.sent(),
+            "oks": self.oks(),
+            "rejected": self.rejected(),
+            "delivered": self.delivered.load(Ordering::Relaxed),
+            "owed": self.expected_all(),
+            "publishing": self.publishing.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Subscribers joined per room, in this process.
+    fn subs_per_room(&self) -> Vec<u64> {
+        self.rooms
+            .iter()
+            .map(|r| r.subs_joined.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Everything this process measured, raw (readers' buffers flushed),
+    /// its series cut at `end_us`.
+    fn state(&self, end_us: u64) -> FanoutState {
+        let p = &self.p;
+        let mut subs = Vec::new();
+        for (i, sub) in self.subs.iter().enumerate() {
+            let mut sub = lock(sub);
+            self.latency.flush(&mut sub.latencies);
+            self.series.flush(&mut sub.timed);
+            if !sub.joined {
+                continue;
+            }
+            subs.push(SubState {
+                i,
+                room_seq: sub.room_seq.state(),
+                per_pub: sub.per_pub.iter().map(SeqTracker::state).collect(),
+                measured: sub.measured,
+                foreign: sub.foreign,
+            });
+        }
+        for publisher in &self.pubs {
+            self.ok_latency.flush(&mut lock(&publisher.ok_latencies));
+        }
+        let share = self.ctx.share;
+        let pubs = share
+            .of_range(p.pubs)
+            .map(|j| {
+                let me = &self.pubs[j];
+                let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                PubState {
+                    j,
+                    joined: me.joined.load(Ordering::Relaxed),
+                    sent: load(&me.sent),
+                    sent_measured: load(&me.sent_measured),
+                    oks: load(&me.oks),
+                    rejected: load(&me.rejected),
+                    highest_replied: load(&me.highest_replied),
+                    max_lag_us: load(&me.max_lag_us),
+                }
+            })
+            .collect();
+        let rooms = self
+            .rooms
+            .iter()
+            .map(|r| {
+                let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                RoomState {
+                    subs_joined: load(&r.subs_joined),
+                    pubs_joined: load(&r.pubs_joined),
+                    acked: load(&r.acked),
+                    acked_measured: load(&r.acked_measured),
+                    last_seq: load(&r.last_seq),
+                }
+            })
+            .collect();
+        FanoutState {
+            subs,
+            pubs,
+            rooms,
+            connects: self.connects.state(),
+            closes: self.closes.state(),
+            latency: self.latency.state(),
+            ok_latency: self.ok_latency.state(),
+            reply_errors: lock(&self.reply_errors).clone(),
+            urls: self.ctx.url_counts(),
+            schedule_start_us: self.schedule_start_us.get().copied(),
+            series: self.series.finish(end_us),
+            warnings: Vec::new(),
+        }
+    }
 }
 
 /// How long deliveries must stay flat after an incomplete drain to count as
@@ -792,154 +1018,6 @@ struct Tally {
     stalled: bool,
     /// Connections that got a shutdown event during the run.
     shutdowns: u64,
-}
-
-impl Fanout {
-    /// Collects the numbers: per subscriber, per publisher and per room.
-    fn tally(&self) -> Tally {
-        let p = &self.p;
-        let mut lost = 0;
-        let mut in_flight = 0;
-        let mut dups = 0;
-        let mut late = 0;
-        let (mut seq_lost, mut seq_dups, mut seq_late) = (0, 0, 0);
-        let mut seq_in_flight = 0;
-        let mut foreign = 0;
-        let mut deliveries = 0;
-        let mut worst: Option<(usize, u64)> = None;
-        for (i, sub) in self.subs.iter().enumerate() {
-            let mut sub = lock(sub);
-            if !sub.joined {
-                continue;
-            }
-            let k = i % p.rooms;
-            self.latency.flush(&mut sub.latencies);
-            deliveries += sub.measured;
-            foreign += sub.foreign;
-            let mut sub_lost = 0;
-            let mut sub_in_flight = 0;
-            for (local, t) in sub.per_pub.iter().enumerate() {
-                let publisher = &self.pubs[local * p.rooms + k];
-                // Owed: every message up to the last one answered, less
-                // those the server refused.
-                let answered = publisher.highest_replied.load(Ordering::Relaxed);
-                let rejected = publisher.rejected.load(Ordering::Relaxed);
-                // A number skipped over is lost (less those the server
-                // refused, which are never delivered); numbers past the
-                // highest seen may simply still be on their way.
-                sub_lost += t.gaps_open().saturating_sub(rejected);
-                let owed = answered.saturating_sub(rejected);
-                let received = t.received_upto(answered);
-                sub_in_flight += owed.saturating_sub(received).saturating_sub(t.gaps_open());
-                dups += t.duplicates;
-                late += t.late;
-            }
-            // The room delivers in seq order, so a seq this subscriber
-            // skipped is lost even when it was the last message of its
-            // publisher (which the per-publisher count can only call "not
-            // arrived yet"): count whichever view proves more.
-            let proven = sub.room_seq.gaps_open().saturating_sub(sub_lost);
-            sub_lost += proven;
-            in_flight += sub_in_flight.saturating_sub(proven);
-            lost += sub_lost;
-            if sub_lost > 0 && worst.is_none_or(|(_, n)| sub_lost > n) {
-                worst = Some((i, sub_lost));
-            }
-            let last = self.rooms[k].last_seq.load(Ordering::Relaxed);
-            seq_lost += sub.room_seq.gaps_open();
-            seq_in_flight += sub.room_seq.tail(last);
-            seq_dups += sub.room_seq.duplicates;
-            seq_late += sub.room_seq.late;
-        }
-        for publisher in &self.pubs {
-            self.ok_latency.flush(&mut lock(&publisher.ok_latencies));
-        }
-        let sent_total = self.sent();
-        let sent: u64 = self
-            .pubs
-            .iter()
-            .map(|p| p.sent_measured.load(Ordering::Relaxed))
-            .sum();
-        let oks = self.oks();
-        let rejected = self.rejected();
-        let says_acked: u64 = self
-            .rooms
-            .iter()
-            .map(|r| r.acked_measured.load(Ordering::Relaxed))
-            .sum();
-        let expected: u64 = self
-            .rooms
-            .iter()
-            .map(|r| {
-                r.acked_measured.load(Ordering::Relaxed) * r.subs_joined.load(Ordering::Relaxed)
-            })
-            .sum();
-        let window = lock(&self.window);
-        let cpu = match &*window {
-            (Some(a), Some(b)) => Some(a.window(b)),
-            _ => None,
-        };
-        let secs = p.duration.as_secs_f64();
-        let pubs_joined: u64 = self
-            .rooms
-            .iter()
-            .map(|r| r.pubs_joined.load(Ordering::Relaxed))
-            .sum();
-        let server_us = cpu
-            .as_ref()
-            .and_then(|c| c.server_cpu_s)
-            .filter(|_| deliveries > 0)
-            .map(|s| s * 1e6 / deliveries as f64);
-        let max_lag_ms = self
-            .pubs
-            .iter()
-            .map(|p| p.max_lag_us.load(Ordering::Relaxed))
-            .max()
-            .unwrap_or(0) as f64
-            / 1000.0;
-        let results = FanoutResults {
-            subscribers: p.subs,
-            publishers: p.pubs,
-            rooms: p.rooms,
-            rate_per_publisher: p.rate,
-            warmup_s: p.warmup.as_secs_f64(),
-            duration_s: secs,
-            connections: self.connects.summary(),
-            sent_total,
-            sent,
-            send_rate_per_s: sent as f64 / secs,
-            target_send_rate_per_s: pubs_joined as f64 * p.rate,
-            max_publisher_lag_ms: max_lag_ms,
-            replies_ok: oks,
-            says_acked,
-            says_per_s: says_acked as f64 / secs,
-            missing_replies: sent_total.saturating_sub(oks + rejected),
-            reply_errors: lock(&self.reply_errors).clone(),
-            expected_deliveries: expected,
-            deliveries,
-            deliveries_per_s: deliveries as f64 / secs,
-            lost,
-            undelivered_at_end: in_flight.max(seq_in_flight),
-            duplicates: dups,
-            reordered: late,
-            seq_gaps: seq_lost,
-            seq_duplicates: seq_dups,
-            seq_reordered: seq_late,
-            foreign_messages: foreign,
-            latency: self.latency.summary(),
-            ok_latency: self.ok_latency.summary(),
-            close_codes_seen: self.closes.summary(),
-            server_cpu_us_per_delivery: server_us,
-            server_cpu_s_per_million_deliveries: server_us,
-        };
-        Tally {
-            results,
-            cpu,
-            worst,
-            stalled: self.stalled.load(Ordering::Relaxed),
-            shutdowns: self.closes.shutdown_events.load(Ordering::Relaxed),
-        }
-    }
 }
 
 /// What the numbers say about the server. With `over_rate` (the run asked
