@@ -13,11 +13,12 @@ use clap::Args;
 use natter::Client;
 use natter_protocol::Welcome;
 
+use super::net::Share;
 use super::net::{self, Ctx, Target};
 use super::progress::Progress;
 use super::report::{self, EXIT_CLEAN, EXIT_ERROR, Findings, Report, Summary};
 use super::sys;
-use super::workers::{Share, WorkerSpec};
+use super::workers::WorkerSpec;
 
 /// Where the tests connect when no URL is given: a natter-server started
 /// with its defaults on this machine.

@@ -36,7 +36,7 @@ pub struct Ctx {
     pub source_base: u8,
     /// The connections this process opens (all of them, unless it is a
     /// worker of a `--workers` run).
-    pub share: super::workers::Share,
+    pub share: Share,
     pub in_flight: usize,
     /// The server processes to read CPU and memory of (`--server-pid`,
     /// one per node); figures are summed over them.
@@ -716,12 +716,7 @@ impl<'a> FrameView<'a> {
     }
 }
 
-/// Now, as Unix microseconds (the clock payload timestamps use).
-pub fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
+pub use super::sys::unix_micros;
 
 /// A short id for this run (6 lower-case letters and digits), used in room
 /// names and nicks so runs never mix.
@@ -788,5 +783,26 @@ mod tests {
             id.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         );
+    }
+}
+
+/// The part of a run one process does: connections with index ≡ `index`
+/// (mod `of`). A lone process is `0 of 1` and does everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    pub index: usize,
+    pub of: usize,
+}
+
+impl Share {
+    pub const ALL: Share = Share { index: 0, of: 1 };
+
+    pub fn owns(&self, i: usize) -> bool {
+        i % self.of == self.index
+    }
+
+    /// The indices in `0..n` this share owns, in order.
+    pub fn of_range(&self, n: usize) -> impl Iterator<Item = usize> + use<> {
+        (self.index..n).step_by(self.of)
     }
 }

@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::load::net::unix_micros;
 use crate::load::stats::{Bucket, Hist, HistState, lock};
 use crate::load::sys;
+use crate::load::sys::unix_micros;
 
 /// One interval: a second.
 const INTERVAL_US: u64 = 1_000_000;

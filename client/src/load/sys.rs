@@ -298,6 +298,15 @@ impl CpuWindow {
     }
 }
 
+/// Now, as Unix microseconds (the clock payload timestamps and the series
+/// use).
+pub fn unix_micros() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

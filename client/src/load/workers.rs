@@ -27,6 +27,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::load::net::Share;
 use crate::load::report::EXIT_MISBEHAVIOUR;
 use crate::load::stats::lock;
 
@@ -60,27 +61,6 @@ impl FromStr for WorkerSpec {
             origin_us: origin.parse().map_err(|_| bad())?,
             run_id: run.to_owned(),
         })
-    }
-}
-
-/// The part of a run one process does: connections with index ≡ `index`
-/// (mod `of`). A lone process is `0 of 1` and does everything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Share {
-    pub index: usize,
-    pub of: usize,
-}
-
-impl Share {
-    pub const ALL: Share = Share { index: 0, of: 1 };
-
-    pub fn owns(&self, i: usize) -> bool {
-        i % self.of == self.index
-    }
-
-    /// The indices in `0..n` this share owns, in order.
-    pub fn of_range(&self, n: usize) -> impl Iterator<Item = usize> + use<> {
-        (self.index..n).step_by(self.of)
     }
 }
 

@@ -14,10 +14,10 @@ use natter::LeanSender;
 use natter_protocol::Request;
 use serde::{Deserialize, Serialize};
 
-use super::super::net::{self, REPLY_TIMEOUT};
-use super::super::report::Findings;
-use super::super::stats::{Hist, HistState, Percentiles, SharedHist, lock};
-use super::super::workers::Share;
+use crate::load::net::Share;
+use crate::load::net::{self, REPLY_TIMEOUT};
+use crate::load::report::Findings;
+use crate::load::stats::{Hist, HistState, Percentiles, SharedHist, lock};
 
 /// The room the probes ask about (any room will do: `who` needs no
 /// membership, and in a cluster it is answered through the shared broker).

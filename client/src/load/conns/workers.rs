@@ -15,14 +15,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::super::common::{CommonArgs, emit as emit_report, header};
-use super::super::net;
-use super::super::report::{Findings, Report, count};
-use super::super::series::SeriesState;
-use super::super::stats::lock;
-use super::super::sys::{self, CpuSnapshot};
-use super::super::workers::{Failure, Heard, Link, ParentLine, WorkerLine, Workers, decode, emit};
-use super::{Conns, ConnsState, probe, results};
+use super::probe;
+use super::test::{Conns, ConnsState, results};
+use crate::load::common::{CommonArgs, emit as emit_report, header};
+use crate::load::net;
+use crate::load::report::{Findings, Report, count};
+use crate::load::series::SeriesState;
+use crate::load::stats::lock;
+use crate::load::sys::{self, CpuSnapshot};
+use crate::load::workers::{Failure, Heard, Link, ParentLine, WorkerLine, Workers, decode, emit};
 
 /// How often a worker reports while it holds.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);

@@ -10,12 +10,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::super::net::{CloseState, ConnectState, merge_url_counts};
-use super::super::report::UrlCount;
-use super::super::series::SeriesState;
-use super::super::stats::{Hist, HistState, TrackerState};
-use super::super::sys::CpuWindow;
-use super::{FanoutResults, Params, Tally, due_at};
+use super::params::{Params, due_at};
+use super::results::{FanoutResults, Tally};
+use crate::load::net::{CloseState, ConnectState, merge_url_counts};
+use crate::load::report::UrlCount;
+use crate::load::series::SeriesState;
+use crate::load::stats::{Hist, HistState, TrackerState};
+use crate::load::sys::CpuWindow;
 
 /// One subscriber that joined its room.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -22,16 +22,19 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::super::common::{CommonArgs, emit as emit_report, header};
-use super::super::net::{self, Ctx};
-use super::super::report::{Findings, Report, count};
-use super::super::series::{CpuSources, Series};
-use super::super::sys::CpuSnapshot;
-use super::super::workers::{
+use super::params::Params;
+use super::params::STALL_WINDOW;
+use super::results::judge;
+use super::state::FanoutState;
+use super::test::{Fanout, Publishing, connect_all};
+use crate::load::common::{CommonArgs, emit as emit_report, header};
+use crate::load::net::{self, Ctx};
+use crate::load::report::{Findings, Report, count};
+use crate::load::series::{CpuSources, Series};
+use crate::load::sys::CpuSnapshot;
+use crate::load::workers::{
     Failure, Heard, Link, ParentLine, WorkerLine, WorkerSpec, Workers, decode, emit,
 };
-use super::state::FanoutState;
-use super::{Fanout, Params, Publishing, STALL_WINDOW, connect_all, judge};
 
 /// How often a worker reports its counters.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
