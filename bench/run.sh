@@ -52,6 +52,11 @@ args_for() {
     conns)        echo "conns --count 19000 --hold 5 --source-ips 2" ;;
     # The connect-latency point: 10 000 connections.
     conns-10k)    echo "conns --count 10000 --hold 5 --source-ips 2" ;;
+    # 100 000 held at once: more than one process may open (20 000 files),
+    # so 6 tester processes (--workers) of 2 source addresses each, against
+    # several nodes (bench/cluster.sh 1 6: 6 nodes sharing one Redis);
+    # every connection gets welcome, 1 000 spread over all answer a `who`.
+    conns-100k)   echo "conns --count 100000 --hold 10 --workers 6 --source-ips 2" ;;
     # Up to the most one process may hold (the tester's sockets count
     # against its own 20 000-descriptor limit too). Presence makes a growing
     # room quadratic (every join is announced to every member): a run takes
