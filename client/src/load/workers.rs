@@ -268,6 +268,40 @@ impl Workers {
             .and_then(Result::ok)
     }
 
+    /// Reads the workers' `progress` lines until `until`, keeping each
+    /// worker's latest in `latest` and showing the run so far with `show`
+    /// after each; any other line, a line that is not JSON, or a worker
+    /// that exits fails the run.
+    pub async fn listen<T: serde::de::DeserializeOwned>(
+        &mut self,
+        latest: &mut [T],
+        until: std::time::Instant,
+        mut show: impl FnMut(&[T]),
+    ) -> Result<(), Failure> {
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            let Some((i, heard)) = self.next(left).await else {
+                return Ok(());
+            };
+            match heard {
+                Heard::Line(WorkerLine::Progress(v)) => {
+                    latest[i] = decode(self, i, v)?;
+                    show(latest);
+                }
+                Heard::Line(other) => {
+                    return Err(self.failed(i, &format!("said {other:?} out of turn")));
+                }
+                Heard::Garbage(line) => {
+                    return Err(self.failed(i, &format!("wrote a line that is not JSON: {line}")));
+                }
+                Heard::Ended => return Err(self.failed(i, "exited during the run")),
+            }
+        }
+    }
+
     /// Waits until every worker sent a line `pick` accepts, handing every
     /// `progress` line to `progress` meanwhile; gives up after `limit`.
     /// Returns the accepted payloads in worker order.

@@ -23,7 +23,7 @@ use crate::load::report::{Findings, Report, count};
 use crate::load::series::SeriesState;
 use crate::load::stats::lock;
 use crate::load::sys::{self, CpuSnapshot};
-use crate::load::workers::{Failure, Heard, Link, ParentLine, WorkerLine, Workers, decode, emit};
+use crate::load::workers::{Failure, Link, ParentLine, WorkerLine, Workers, decode, emit};
 
 /// How often a worker reports while it holds.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -169,36 +169,20 @@ async fn coordinate(c: &Conns, workers: &mut Workers) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Reads the workers' progress lines until `until`.
+/// Reads the workers' progress lines until `until`, showing how many are
+/// open.
 async fn listen(
     workers: &mut Workers,
     held: &mut [Held],
     until: Instant,
     c: &Conns,
 ) -> Result<(), Failure> {
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(());
-        }
-        let Some((i, heard)) = workers.next(left).await else {
-            return Ok(());
-        };
-        match heard {
-            Heard::Line(WorkerLine::Progress(v)) => {
-                held[i] = decode(workers, i, v)?;
-                let open: u64 = held.iter().map(|h| h.open).sum();
-                c.ctx.progress.set_message(format!("{} open", count(open)));
-            }
-            Heard::Line(other) => {
-                return Err(workers.failed(i, &format!("said {other:?} out of turn")));
-            }
-            Heard::Garbage(line) => {
-                return Err(workers.failed(i, &format!("wrote a line that is not JSON: {line}")));
-            }
-            Heard::Ended => return Err(workers.failed(i, "exited during the run")),
-        }
-    }
+    workers
+        .listen(held, until, |held| {
+            let open: u64 = held.iter().map(|h| h.open).sum();
+            c.ctx.progress.set_message(format!("{} open", count(open)));
+        })
+        .await
 }
 
 /// Says `finish` and collects every worker's state.

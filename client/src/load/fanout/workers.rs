@@ -33,7 +33,7 @@ use crate::load::report::{Findings, Report, count};
 use crate::load::series::{CpuSources, Series};
 use crate::load::sys::CpuSnapshot;
 use crate::load::workers::{
-    Failure, Heard, Link, ParentLine, WorkerLine, WorkerSpec, Workers, decode, emit,
+    Failure, Link, ParentLine, WorkerLine, WorkerSpec, Workers, decode, emit,
 };
 
 /// How often a worker reports its counters.
@@ -296,42 +296,25 @@ async fn collect(workers: &mut Workers, end_us: u64) -> Result<Vec<FanoutState>,
     Ok(parts)
 }
 
-/// Reads the workers' progress lines until `until`; anything else from a
-/// worker fails the run.
+/// Reads the workers' progress lines until `until`, showing the run's
+/// counts so far.
 async fn listen(
     workers: &mut Workers,
     counts: &mut [Counts],
     until: Instant,
     ctx: &Ctx,
 ) -> Result<(), Failure> {
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(());
-        }
-        let Some((i, heard)) = workers.next(left).await else {
-            return Ok(());
-        };
-        match heard {
-            Heard::Line(WorkerLine::Progress(v)) => {
-                counts[i] = decode(workers, i, v)?;
-                let t = total(counts);
-                ctx.progress.set_message(format!(
-                    "sent {}  delivered {}  ok {}",
-                    count(t.sent),
-                    count(t.delivered),
-                    count(t.oks)
-                ));
-            }
-            Heard::Line(other) => {
-                return Err(workers.failed(i, &format!("said {other:?} out of turn")));
-            }
-            Heard::Garbage(line) => {
-                return Err(workers.failed(i, &format!("wrote a line that is not JSON: {line}")));
-            }
-            Heard::Ended => return Err(workers.failed(i, "exited during the run")),
-        }
-    }
+    workers
+        .listen(counts, until, |counts| {
+            let t = total(counts);
+            ctx.progress.set_message(format!(
+                "sent {}  delivered {}  ok {}",
+                count(t.sent),
+                count(t.delivered),
+                count(t.oks)
+            ));
+        })
+        .await
 }
 
 fn total(counts: &[Counts]) -> Counts {
