@@ -26,13 +26,10 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::pin::pin;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_tungstenite::tungstenite::Message;
@@ -409,44 +406,13 @@ impl std::fmt::Display for Run {
 /// [`CHILD_LIMIT`], and parses the report on stdout. `target` says where
 /// to connect: a URL, or `--url` options.
 fn fanout(target: &[&str], args: &[&str]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_natter"));
+    command
         .args(["load", "fanout"])
         .args(args)
         .args(["--deadline", TESTER_DEADLINE_S, "--json", "--quiet"])
-        .args(target)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the natter binary starts");
-    // Readers on their own threads: stdout reaches its end when the child
-    // exits, which the test waits for with a bound.
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let (done, finished) = mpsc::channel();
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        let _ = done.send(text);
-    });
-    let errors = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let stdout = match finished.recv_timeout(CHILD_LIMIT) {
-        Ok(text) => text,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("natter load fanout did not finish within {CHILD_LIMIT:?}; killed");
-        }
-    };
-    let status = child.wait().expect("waiting for natter");
-    let stderr = errors.join().expect("stderr reader");
-    let code = status
-        .code()
-        .expect("natter exited (not killed by a signal)");
+        .args(target);
+    let (code, stdout, stderr) = common::run_bounded(command, CHILD_LIMIT, "natter load fanout");
     let report = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!(
             "stdout is not one JSON report ({e}); exit {code}; stdout: {stdout}; stderr: {stderr}"

@@ -20,13 +20,10 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
 use std::pin::pin;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_tungstenite::tungstenite::Message;
@@ -80,40 +77,12 @@ impl Run {
 /// Runs `natter load ARGS --deadline … --quiet` and returns its exit code,
 /// stdout and stderr, killing it past [`CHILD_LIMIT`].
 fn natter_load(args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_natter"));
+    command
         .arg("load")
         .args(args)
-        .args(["--deadline", TESTER_DEADLINE_S, "--quiet"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the natter binary starts");
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let (done, finished) = mpsc::channel();
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        let _ = done.send(text);
-    });
-    let errors = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let stdout = match finished.recv_timeout(CHILD_LIMIT) {
-        Ok(text) => text,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("natter load {args:?} did not finish within {CHILD_LIMIT:?}; killed");
-        }
-    };
-    let status = child.wait().expect("waiting for natter");
-    let stderr = errors.join().expect("stderr reader");
-    let code = status.code().expect("natter exited (not by a signal)");
-    (code, stdout, stderr)
+        .args(["--deadline", TESTER_DEADLINE_S, "--quiet"]);
+    common::run_bounded(command, CHILD_LIMIT, &format!("natter load {args:?}"))
 }
 
 /// Runs `natter load ARGS --json` and parses the one report on stdout.

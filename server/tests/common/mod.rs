@@ -191,31 +191,24 @@ impl ServerProcess {
     }
 
     /// Waits (bounded) for the server to exit by itself.
-    pub fn exited(mut self) -> ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        match rx.recv_timeout(BOUND) {
-            Ok(status) => status.expect("wait for natter-server"),
-            Err(_) => {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &self.pid.to_string()])
-                    .status();
-                panic!("natter-server did not exit within {BOUND:?}");
-            }
-        }
+    pub fn exited(self) -> ExitStatus {
+        self.wait_bounded("by itself")
     }
 
     /// SIGTERM, then waits (bounded) for the exit.
-    pub fn stop(mut self) -> ExitStatus {
-        let mut child = self.child.take().unwrap();
+    pub fn stop(self) -> ExitStatus {
         let status = Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -TERM failed");
+        self.wait_bounded("after SIGTERM")
+    }
+
+    /// Waits for the exit at most [`BOUND`]; past it, kills the server and
+    /// fails the test.
+    fn wait_bounded(mut self, how: &str) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(child.wait());
@@ -226,7 +219,7 @@ impl ServerProcess {
                 let _ = Command::new("kill")
                     .args(["-KILL", &self.pid.to_string()])
                     .status();
-                panic!("natter-server did not exit within {BOUND:?} of SIGTERM");
+                panic!("natter-server did not exit within {BOUND:?} ({how})");
             }
         }
     }
