@@ -479,3 +479,57 @@ fn the_checker_catches_broken_pages() {
     fails("<!DOCTYPE html>\n<html><body><script>x</script></body></html>");
     fails("<!DOCTYPE html>\n<html><body><img src=\"https://x/y.png\"/></body></html>");
 }
+
+/// A real ramp carries its connections over time (and CPU with
+/// `--server-pid`) in `--json`, and its report draws them.
+#[test]
+fn a_real_ramp_reports_its_connections_over_time() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = common::start_server_with(Config {
+        rate: 0,
+        ..Config::local()
+    });
+    let url = server.handle.url();
+    let run = natter(
+        dir.path(),
+        &[
+            "load",
+            "ramp",
+            "--step",
+            "10",
+            "--max-clients",
+            "20",
+            "--limit-ms",
+            "2000",
+            "--deadline",
+            "30",
+            "--json",
+            "--quiet",
+            &url,
+        ],
+    );
+    server.stop();
+    let json = text(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{json} {}", text(&run.stderr));
+    let report: Value = serde_json::from_str(json.trim()).expect("one JSON report");
+    let series = &report["series"];
+    let t = series["t_s"].as_array().expect("t_s");
+    let connections = series["connections"].as_array().expect("connections");
+    assert!(!t.is_empty(), "{series}");
+    assert_eq!(connections.len(), t.len(), "{series}");
+    assert_eq!(
+        series["tester_cpu_cores"].as_array().map(Vec::len),
+        Some(t.len())
+    );
+    // The last point is taken when the run ends, with the room full.
+    assert_eq!(
+        connections.last().and_then(Value::as_u64),
+        Some(20),
+        "{series}"
+    );
+    let saved = dir.path().join("ramp.json");
+    std::fs::write(&saved, &json).expect("saved");
+    let page = render(dir.path(), &saved);
+    parse(&page);
+    assert!(page.contains("Connections over time"), "no chart in {page}");
+}

@@ -19,6 +19,7 @@ use super::net::{
     self, Alive, AliveGuard, CloseCount, CloseLog, ConnectStats, ConnectSummary, Ctx,
 };
 use super::report::{Findings, Lines, Report, Summary};
+use super::series::{CpuSources, Series};
 use super::stats::{SeqTracker, lock, ms, percentile};
 use super::sys::CpuSnapshot;
 
@@ -167,6 +168,18 @@ pub async fn run(args: RampArgs) -> ExitCode {
         lost_broadcasts: Mutex::default(),
         cpu: Mutex::default(),
     });
+    // Connections (the room's size) and CPU, a point a second, for
+    // `--json` and the report's charts.
+    let alive = r.alive.clone();
+    let series = Series::start(
+        net::unix_micros(),
+        move || alive.count() as u64,
+        CpuSources {
+            enabled: true,
+            server_pids: ctx.server_pids.clone(),
+            other_testers: Vec::new(),
+        },
+    );
     let finished = ctx
         .run_bounded(deadline, scenario(r.clone()))
         .await
@@ -174,6 +187,7 @@ pub async fn run(args: RampArgs) -> ExitCode {
     let cpu = lock(&r.cpu)
         .as_ref()
         .map(|a| a.window(&CpuSnapshot::take(&ctx.server_pids)));
+    let series = series.finish(net::unix_micros()).report(None, None);
     let results = r.results(&mut findings, finished);
     let report = Report::new(
         header(&ctx, "ramp", deadline),
@@ -181,7 +195,8 @@ pub async fn run(args: RampArgs) -> ExitCode {
         cpu,
         !finished,
         results,
-    );
+    )
+    .with_series(Some(series));
     r.close().await;
     emit(&report, &args.common)
 }
