@@ -533,3 +533,18 @@ fn a_real_ramp_reports_its_connections_over_time() {
     parse(&page);
     assert!(page.contains("Connections over time"), "no chart in {page}");
 }
+
+/// Values no axis can hold (a corrupt or crafted report) are left out of
+/// the charts rather than hang the renderer: the page is still made.
+#[test]
+fn a_report_with_absurd_numbers_still_renders() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut report = fixture_json("fanout-series.json");
+    let n = report["series"]["t_s"].as_array().map_or(0, Vec::len);
+    report["series"]["connections"] = Value::Array(vec![serde_json::json!(1.7e308); n]);
+    report["series"]["latency_max_ms"] = Value::Array(vec![serde_json::json!(-1.7e308); n]);
+    let saved = dir.path().join("absurd.json");
+    std::fs::write(&saved, report.to_string()).expect("saved");
+    let page = render(dir.path(), &saved);
+    parse(&page);
+}

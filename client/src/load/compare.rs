@@ -283,9 +283,26 @@ fn flatten(path: &str, v: &Value, out: &mut Vec<(String, f64)>) {
 /// Which way is better for a figure, from its name.
 fn direction(path: &str) -> Better {
     let key = path.rsplit('.').next().unwrap_or(path);
-    // Sample counts of a percentile summary, and the machine's size.
-    if key == "count" || key == "cores_available" || key == "wall_s" {
+    // Sample counts of a percentile summary, the machine's size, a run's
+    // own settings (ramp's limit), and raw CPU totals, which grow with the
+    // work done (the per-delivery figures judge CPU).
+    if [
+        "count",
+        "cores_available",
+        "wall_s",
+        "limit_ms",
+        "server_cpu_s",
+        "server_cores",
+        "tester_cpu_s",
+        "tester_cores",
+    ]
+    .contains(&key)
+    {
         return Better::Unknown;
+    }
+    // Errors counted by their message: fewer is better.
+    if path.contains(".reply_errors.") || path.contains(".failures.") {
+        return Better::Lower;
     }
     const LOWER: &[&str] = &[
         "lost",
@@ -301,10 +318,6 @@ fn direction(path: &str) -> Better {
         "cycles_failed",
         "unexpected_leaves",
         "connect_phase_s",
-        "server_cpu_s",
-        "server_cores",
-        "tester_cpu_s",
-        "tester_cores",
         "busiest_thread_share",
     ];
     const HIGHER: &[&str] = &[

@@ -877,7 +877,7 @@ fn column(s: &Value, key: &str) -> Option<Vec<Option<f64>>> {
     let a = s.get(key)?.as_array()?;
     Some(
         a.iter()
-            .map(|v| v.as_f64().filter(|x| x.is_finite()))
+            .map(|v| v.as_f64().filter(|&x| plottable(x)))
             .collect(),
     )
 }
@@ -1528,7 +1528,15 @@ fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 fn num_at(v: &Value, path: &str) -> Option<f64> {
-    at(v, path)?.as_f64().filter(|x| x.is_finite())
+    at(v, path)?.as_f64().filter(|&x| plottable(x))
+}
+
+/// Whether a number from the JSON can be drawn: finite, and small enough
+/// that an axis range around it (with its margin) stays finite. plotters
+/// loops for ever laying out ticks on an infinite range, so a crafted or
+/// corrupt report must not reach it with one; such a value is a gap.
+fn plottable(x: f64) -> bool {
+    x.is_finite() && x.abs() <= 1e15
 }
 
 fn str_at<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
@@ -1559,7 +1567,8 @@ fn plain(v: f64) -> String {
             count(v as u64)
         }
     } else if v.abs() >= 1000.0 {
-        count(v.round().abs() as u64)
+        let sign = if v < 0.0 { "-" } else { "" };
+        format!("{sign}{}", count(v.round().abs() as u64))
     } else if v.abs() >= 100.0 {
         format!("{v:.1}")
     } else if v.abs() >= 1.0 {

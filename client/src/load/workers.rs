@@ -201,8 +201,12 @@ impl Workers {
             if let Some(err) = child.stderr.take() {
                 let tail = stderr.clone();
                 std::thread::spawn(move || {
-                    for line in BufReader::new(err).lines() {
+                    // Bytes, decoded leniently: a line that is not UTF-8
+                    // must not stop the reader (the worker would then
+                    // block once the pipe is full).
+                    for line in BufReader::new(err).split(b'\n') {
                         let Ok(line) = line else { break };
+                        let line = String::from_utf8_lossy(&line).into_owned();
                         let mut tail = lock(&tail);
                         if tail.len() == STDERR_TAIL {
                             tail.pop_front();
@@ -346,6 +350,9 @@ impl Workers {
                 Heard::Garbage(line) => {
                     return Err(self.failed(i, &format!("wrote a line that is not JSON: {line}")));
                 }
+                // A worker that has reported may exit before the others
+                // have: only an end before its report is a failure.
+                Heard::Ended if got[i].is_some() => {}
                 Heard::Ended => {
                     return Err(self.failed(i, &format!("exited before reporting {what}")));
                 }

@@ -42,7 +42,9 @@ pub async fn worker(c: Arc<Conns>, deadline: Duration, findings: Findings) -> Ex
     lock(&c.marks).tester_rss_before = sys::rss_bytes(std::process::id());
     let end = c
         .ctx
-        .run_bounded(deadline + Duration::from_secs(120), work(c.clone(), &link))
+        // The run's own deadline, and a moment for the parent's `finish`:
+        // a worker stuck connecting stops by itself and reports.
+        .run_bounded(deadline + Duration::from_secs(5), work(c.clone(), &link))
         .await
         .unwrap_or_else(net::unix_micros);
     let mut state = c.state(end);

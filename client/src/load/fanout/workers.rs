@@ -66,8 +66,8 @@ struct Counts {
 }
 
 /// Runs this process as worker `spec` of a fanout: its share, then its
-/// state on stdout. The parent bounds the run; the worker's own bound (the
-/// run's deadline and a margin) only keeps an orphan from living on.
+/// state on stdout. The worker stops at the run's deadline (and a short
+/// margin) by itself, as one process would, and reports what it has.
 pub async fn worker(
     ctx: Arc<Ctx>,
     p: Params,
@@ -77,7 +77,11 @@ pub async fn worker(
 ) -> ExitCode {
     let link = Link::start();
     let f = Fanout::new(ctx.clone(), p, spec.origin_us, false);
-    let limit = deadline + Duration::from_secs(120);
+    // The run's own deadline (and a moment for the parent's `finish` to
+    // arrive first): a worker stuck connecting, or publishing into a
+    // stalled server, stops by itself and reports what it has, as one
+    // process would.
+    let limit = deadline + WORKER_MARGIN;
     let end = ctx
         .run_bounded(limit, work(f.clone(), &link))
         .await
@@ -119,9 +123,14 @@ async fn work(f: Arc<Fanout>, link: &Link) -> u64 {
         }
     };
     f.ctx.stop.store(true, Ordering::Relaxed);
-    f.await_publishers(publishers).await;
+    // A publisher blocked on a stalled server must not hold the report
+    // back: its numbers so far are in the state either way.
+    let _ = natter_runtime::timeout(WORKER_MARGIN, f.await_publishers(publishers)).await;
     end
 }
+
+/// How long past the run's deadline a worker may take to report.
+const WORKER_MARGIN: Duration = Duration::from_secs(5);
 
 /// The parent of a `fanout --workers N` run.
 pub struct Parent<'a> {
