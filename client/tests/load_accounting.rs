@@ -5,8 +5,8 @@
 //! vouches for a broken server, and one that miscounts accuses a correct
 //! one. So these tests run the real `natter` binary against:
 //!
-//! - a deliberately misbehaving WebSocket server written here
-//!   ([`FakeServer`]), which speaks just enough of PROTOCOL.md for
+//! - a deliberately misbehaving WebSocket server (`common/fake.rs`,
+//!   [`FakeServer`]), which speaks just enough of PROTOCOL.md for
 //!   `fanout` and then, once, drops, duplicates or swaps a room message on
 //!   its way to one subscriber. Each test checks that the tester exits 1
 //!   and that the matching counter in its `--json` report is exactly what
@@ -25,22 +25,11 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
-use std::pin::pin;
-use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use common::fake::{self, FakeServer};
 
-use async_tungstenite::tungstenite::Message;
-use futures::StreamExt;
-use futures::channel::mpsc::{UnboundedSender, unbounded};
-use futures::future::{Either, select};
-use natter_protocol::{
-    ChatMessage, ErrorCode, JoinOk, Limits, OkReply, PROTOCOL_VERSION, Reply, Request,
-    ServerMessage, Welcome, decode_request, encode_error,
-};
-use natter_runtime::{TcpListener, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
 use natter_server::Config;
 use serde_json::{Value, json};
 
@@ -91,263 +80,32 @@ enum Fault {
     Swap,
 }
 
-/// One connection's place in a room.
-struct Member {
-    conn: u64,
-    out: UnboundedSender<String>,
-}
-
-/// A message held back from one subscriber (the `Swap` fault).
-struct Held {
-    target: u64,
-    /// The connection that said it: it is released after that
-    /// connection's next message.
-    from: u64,
-    seq: u64,
-    frame: String,
-}
-
-#[derive(Default)]
-struct Room {
-    seq: u64,
-    members: Vec<Member>,
-    /// Connections that have said something: the publishers. A member not
-    /// in here once every publisher spoke is a subscriber.
-    sayers: HashSet<u64>,
-    held: Option<Held>,
-}
-
-struct State {
-    fault: Fault,
-    /// How many publishers the run has: the fault waits until all spoke,
-    /// so it always hits a subscriber.
-    publishers: usize,
-    rooms: Mutex<HashMap<String, Room>>,
-    /// Faults injected so far (at most one).
-    injected: AtomicU64,
-}
-
-/// A minimal, single-purpose WebSocket chat server on 127.0.0.1 (port 0):
-/// `welcome`, `join` and `say` with their `ok` replies, and `message`
-/// events to the room's members, with one fault on the message stream.
-struct FakeServer {
-    url: String,
-    state: Arc<State>,
-    /// Dropping it stops the accept loop.
-    _stop: futures::channel::oneshot::Sender<()>,
-}
-
-impl FakeServer {
-    fn start(fault: Fault, publishers: usize) -> FakeServer {
-        let listener = natter_runtime::bind("127.0.0.1:0", 128).expect("fake server binds");
-        let addr = listener.local_addr().expect("listener has an address");
-        let state = Arc::new(State {
-            fault,
-            publishers,
-            rooms: Mutex::default(),
-            injected: AtomicU64::new(0),
-        });
-        let (stop, stopped) = futures::channel::oneshot::channel();
-        natter_runtime::spawn(accept_loop(listener, state.clone(), stopped));
-        FakeServer {
-            url: format!("ws://{addr}/ws"),
-            state,
-            _stop: stop,
+/// The fake server doing `fault` (once) on the first subscriber's copy of
+/// a message, once all `publishers` have spoken (see [`FAULT_FROM_SEQ`]).
+fn fake_server(fault: Fault, publishers: usize) -> FakeServer {
+    let last = PUBS * RATE * DURATION;
+    let mut done = false;
+    FakeServer::start("load_accounting", move |room, target, seq| {
+        let (kind, at) = match fault {
+            Fault::None => return None,
+            Fault::Drop => (fake::Fault::Drop, seq >= FAULT_FROM_SEQ),
+            Fault::DropLast => (fake::Fault::Drop, seq == last),
+            Fault::DropSecondLast => (fake::Fault::Drop, seq == last - 1),
+            Fault::Duplicate => (fake::Fault::Duplicate, seq >= FAULT_FROM_SEQ),
+            Fault::Swap => (fake::Fault::Swap, seq >= FAULT_FROM_SEQ),
+        };
+        if done || !at || room.sayers.len() < publishers {
+            return None;
         }
-    }
-
-    fn injected(&self) -> u64 {
-        self.state.injected.load(Ordering::SeqCst)
-    }
-}
-
-/// Accepts connections until `stopped` fires (its sender is dropped) or
-/// accepting fails (the test then fails on the refused connection).
-async fn accept_loop(
-    listener: TcpListener,
-    state: Arc<State>,
-    mut stopped: futures::channel::oneshot::Receiver<()>,
-) {
-    let mut next_conn = 0u64;
-    loop {
-        let accept = pin!(listener.accept());
-        match select(accept, &mut stopped).await {
-            Either::Left((Ok((stream, _peer)), _)) => {
-                next_conn += 1;
-                natter_runtime::spawn(serve(stream, next_conn, state.clone()));
-            }
-            Either::Left((Err(_), _)) | Either::Right(_) => return,
-        }
-    }
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// One connection: answers requests in order and forwards what the rooms
-/// queue for it, until the client closes.
-async fn serve(stream: TcpStream, conn: u64, state: Arc<State>) {
-    let Ok(ws) = async_tungstenite::accept_async(stream).await else {
-        return;
-    };
-    let (mut sink, mut frames) = ws.split();
-    let (out, mut queued) = unbounded::<String>();
-    let nick = format!("guest-{conn}");
-    let welcome = ServerMessage::Welcome(Welcome {
-        nick: nick.clone(),
-        protocol: PROTOCOL_VERSION,
-        server: "natter-fake (load_accounting test)".into(),
-        limits: Limits {
-            rate_per_sec: 0,
-            ..Limits::default()
-        },
-        nick_error: None,
-    });
-    let _ = out.unbounded_send(welcome.to_json());
-    loop {
-        match select(frames.next(), queued.next()).await {
-            Either::Left((Some(Ok(Message::Text(text))), _)) => {
-                let reply = handle(&state, conn, &nick, &out, &text);
-                let _ = out.unbounded_send(reply);
-            }
-            // Keep reading after a close: tungstenite answers it on the
-            // next read, which then ends the stream.
-            Either::Left((Some(Ok(_)), _)) => {}
-            Either::Left((None | Some(Err(_)), _)) => break,
-            Either::Right((Some(frame), _)) => {
-                if sink.send(Message::text(frame)).await.is_err() {
-                    break;
-                }
-            }
-            Either::Right((None, _)) => break, // cannot happen: we hold `out`
-        }
-    }
-    let mut rooms = state.rooms.lock().unwrap();
-    for room in rooms.values_mut() {
-        room.members.retain(|m| m.conn != conn);
-    }
-}
-
-/// Handles one request; returns the reply. Events go to the members'
-/// queues before the reply is queued.
-fn handle(
-    state: &State,
-    conn: u64,
-    nick: &str,
-    out: &UnboundedSender<String>,
-    text: &str,
-) -> String {
-    let envelope = match decode_request(text) {
-        Ok(envelope) => envelope,
-        Err(e) => return encode_error(e.id.as_ref(), e.code, &e.message),
-    };
-    let id = envelope.id;
-    let reply = match envelope.request {
-        Request::Join { room, .. } => {
-            let mut rooms = state.rooms.lock().unwrap();
-            let r = rooms.entry(room.clone()).or_default();
-            if !r.members.iter().any(|m| m.conn == conn) {
-                r.members.push(Member {
-                    conn,
-                    out: out.clone(),
-                });
-            }
-            Reply::Join(JoinOk {
-                room,
-                members: Vec::new(),
-                seq: r.seq,
-                epoch: "fake".into(),
-                history: Vec::new(),
-                complete: r.seq == 0,
-            })
-        }
-        Request::Say { room, text } => {
-            let mut rooms = state.rooms.lock().unwrap();
-            let Some(r) = rooms.get_mut(&room) else {
-                return encode_error(id.as_ref(), ErrorCode::NotMember, "not in that room");
-            };
-            let seq = say(state, r, conn, nick, &room, text);
-            Reply::Say { room, seq }
-        }
-        _ => {
-            return encode_error(
-                id.as_ref(),
-                ErrorCode::BadRequest,
-                "the fake server knows only join and say",
-            );
-        }
-    };
-    ServerMessage::Ok(OkReply { id, reply }).to_json()
-}
-
-/// Numbers a message, sends it to every member of the room, and injects
-/// the configured fault (once) on one subscriber's copy. Runs under the
-/// rooms lock, so every member's queue gets the room's messages in order.
-fn say(state: &State, r: &mut Room, conn: u64, nick: &str, room: &str, text: String) -> u64 {
-    r.seq += 1;
-    let seq = r.seq;
-    r.sayers.insert(conn);
-    let frame = ServerMessage::Message(ChatMessage {
-        room: room.to_owned(),
-        seq,
-        from: nick.to_owned(),
-        text,
-        ts: unix_millis(),
+        // The first member that never said anything: a subscriber.
+        let first = room
+            .members
+            .iter()
+            .map(|m| m.conn)
+            .find(|c| !room.sayers.contains(c));
+        done = first == Some(target);
+        done.then_some(kind)
     })
-    .to_json();
-    let at = match state.fault {
-        Fault::DropLast => seq == PUBS * RATE * DURATION,
-        Fault::DropSecondLast => seq == PUBS * RATE * DURATION - 1,
-        _ => seq >= FAULT_FROM_SEQ,
-    };
-    let ready = state.fault != Fault::None
-        && state.injected.load(Ordering::SeqCst) == 0
-        && at
-        && r.sayers.len() >= state.publishers;
-    // The first member that never said anything: a subscriber.
-    let target = ready
-        .then(|| {
-            r.members
-                .iter()
-                .map(|m| m.conn)
-                .find(|c| !r.sayers.contains(c))
-        })
-        .flatten();
-    for m in &r.members {
-        if Some(m.conn) == target {
-            state.injected.fetch_add(1, Ordering::SeqCst);
-            match state.fault {
-                Fault::None => unreachable!("no target without a fault"),
-                Fault::Drop | Fault::DropLast | Fault::DropSecondLast => {}
-                Fault::Duplicate => {
-                    let _ = m.out.unbounded_send(frame.clone());
-                    let _ = m.out.unbounded_send(frame.clone());
-                }
-                Fault::Swap => {
-                    r.held = Some(Held {
-                        target: m.conn,
-                        from: conn,
-                        seq,
-                        frame: frame.clone(),
-                    });
-                }
-            }
-            continue;
-        }
-        let _ = m.out.unbounded_send(frame.clone());
-        // The held message follows its publisher's next one.
-        let release = r
-            .held
-            .as_ref()
-            .is_some_and(|h| h.target == m.conn && h.from == conn && h.seq != seq);
-        if release && let Some(h) = r.held.take() {
-            let _ = m.out.unbounded_send(h.frame);
-        }
-    }
-    seq
 }
 
 // ---------------------------------------------------------------------------
@@ -437,7 +195,7 @@ fn fanout(target: &[&str], args: &[&str]) -> Run {
 /// of 2 s only matters with a lost message (the tester waits for it until
 /// the drain ends); otherwise the drain ends as soon as all arrived.
 fn fanout_against(fault: Fault) -> (FakeServer, Run) {
-    let server = FakeServer::start(fault, PUBS as usize);
+    let server = fake_server(fault, PUBS as usize);
     let (subs, pubs, rate, duration) = (
         SUBS.to_string(),
         PUBS.to_string(),

@@ -19,22 +19,13 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
-use std::pin::pin;
-use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use common::fake::{FakeServer, Fault};
 
-use async_tungstenite::tungstenite::Message;
-use futures::StreamExt;
-use futures::channel::mpsc::{UnboundedSender, unbounded};
-use futures::future::{Either, select};
-use natter_protocol::{
-    ChatMessage, ErrorCode, JoinOk, Limits, OkReply, PROTOCOL_VERSION, Reply, Request,
-    ServerMessage, Welcome, decode_request, encode_error,
-};
-use natter_runtime::{TcpListener, TcpStream};
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+use std::time::Duration;
+
 use natter_server::Config;
 use serde_json::Value;
 
@@ -116,17 +107,6 @@ const SUBS: u64 = 4;
 const RATE: u64 = 20;
 const DURATION: u64 = 1;
 
-/// What the fake server does to one subscriber's stream, once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    /// One message never reaches it.
-    Drop,
-    /// One message reaches it twice.
-    Duplicate,
-    /// One message reaches it after the same publisher's next one.
-    Swap,
-}
-
 /// Where each fault goes: the subscriber (the `nth` from 0 of those from
 /// `addr`), and the room seq from which it may strike. Every seq is well
 /// inside the run's 40 messages, so no fault hits a publisher's last.
@@ -140,250 +120,30 @@ const PLAN: [(Fault, Ipv4Addr, usize, u64); 3] = [
     (Fault::Swap, Ipv4Addr::new(127, 0, 0, 1), 1, 18),
 ];
 
-struct Member {
-    conn: u64,
-    peer: IpAddr,
-    out: UnboundedSender<String>,
-}
-
-struct Held {
-    target: u64,
-    from: u64,
-    seq: u64,
-    frame: String,
-}
-
-#[derive(Default)]
-struct Room {
-    seq: u64,
-    members: Vec<Member>,
-    sayers: HashSet<u64>,
-    held: Option<Held>,
-    /// Faults done (indices into [`PLAN`]).
-    done: HashSet<usize>,
-}
-
-#[derive(Default)]
-struct State {
-    rooms: Mutex<HashMap<String, Room>>,
-}
-
-struct FakeServer {
-    url: String,
-    state: Arc<State>,
-    _stop: futures::channel::oneshot::Sender<()>,
-}
-
-impl FakeServer {
-    fn start() -> FakeServer {
-        let listener = natter_runtime::bind("127.0.0.1:0", 128).expect("fake server binds");
-        let addr = listener.local_addr().expect("listener has an address");
-        let state = Arc::new(State::default());
-        let (stop, stopped) = futures::channel::oneshot::channel();
-        natter_runtime::spawn(accept_loop(listener, state.clone(), stopped));
-        FakeServer {
-            url: format!("ws://{addr}/ws"),
-            state,
-            _stop: stop,
+/// The fake server doing the [`PLAN`]: each fault once, on the planned
+/// subscriber, once every publisher has spoken, at most one at a time held.
+fn fake_server() -> FakeServer {
+    let mut done = HashSet::new();
+    FakeServer::start("load_workers", move |r, target, seq| {
+        if r.sayers.len() < PUBS as usize || r.holding() {
+            return None;
         }
-    }
-
-    /// How many of the planned faults were injected.
-    fn injected(&self) -> usize {
-        let rooms = self.state.rooms.lock().unwrap();
-        rooms.values().map(|r| r.done.len()).sum()
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    state: Arc<State>,
-    mut stopped: futures::channel::oneshot::Receiver<()>,
-) {
-    let mut next_conn = 0u64;
-    loop {
-        let accept = pin!(listener.accept());
-        match select(accept, &mut stopped).await {
-            Either::Left((Ok((stream, peer)), _)) => {
-                next_conn += 1;
-                natter_runtime::spawn(serve(stream, peer.ip(), next_conn, state.clone()));
-            }
-            Either::Left((Err(_), _)) | Either::Right(_) => return,
-        }
-    }
-}
-
-async fn serve(stream: TcpStream, peer: IpAddr, conn: u64, state: Arc<State>) {
-    let Ok(ws) = async_tungstenite::accept_async(stream).await else {
-        return;
-    };
-    let (mut sink, mut frames) = ws.split();
-    let (out, mut queued) = unbounded::<String>();
-    let nick = format!("guest-{conn}");
-    let welcome = ServerMessage::Welcome(Welcome {
-        nick: nick.clone(),
-        protocol: PROTOCOL_VERSION,
-        server: "natter-fake (load_workers test)".into(),
-        limits: Limits {
-            rate_per_sec: 0,
-            ..Limits::default()
-        },
-        nick_error: None,
-    });
-    let _ = out.unbounded_send(welcome.to_json());
-    loop {
-        match select(frames.next(), queued.next()).await {
-            Either::Left((Some(Ok(Message::Text(text))), _)) => {
-                let reply = handle(&state, conn, peer, &nick, &out, &text);
-                let _ = out.unbounded_send(reply);
-            }
-            Either::Left((Some(Ok(_)), _)) => {}
-            Either::Left((None | Some(Err(_)), _)) => break,
-            Either::Right((Some(frame), _)) => {
-                if sink.send(Message::text(frame)).await.is_err() {
-                    break;
-                }
-            }
-            Either::Right((None, _)) => break,
-        }
-    }
-    let mut rooms = state.rooms.lock().unwrap();
-    for room in rooms.values_mut() {
-        room.members.retain(|m| m.conn != conn);
-    }
-}
-
-fn handle(
-    state: &State,
-    conn: u64,
-    peer: IpAddr,
-    nick: &str,
-    out: &UnboundedSender<String>,
-    text: &str,
-) -> String {
-    let envelope = match decode_request(text) {
-        Ok(envelope) => envelope,
-        Err(e) => return encode_error(e.id.as_ref(), e.code, &e.message),
-    };
-    let id = envelope.id;
-    let reply = match envelope.request {
-        Request::Join { room, .. } => {
-            let mut rooms = state.rooms.lock().unwrap();
-            let r = rooms.entry(room.clone()).or_default();
-            if !r.members.iter().any(|m| m.conn == conn) {
-                r.members.push(Member {
-                    conn,
-                    peer,
-                    out: out.clone(),
-                });
-            }
-            Reply::Join(JoinOk {
-                room,
-                members: Vec::new(),
-                seq: r.seq,
-                epoch: "fake".into(),
-                history: Vec::new(),
-                complete: r.seq == 0,
+        let (at, fault) = PLAN
+            .iter()
+            .enumerate()
+            .find(|(at, (_, addr, nth, from))| {
+                !done.contains(at)
+                    && seq >= *from
+                    && r.members
+                        .iter()
+                        .filter(|m| m.peer == IpAddr::V4(*addr) && !r.sayers.contains(&m.conn))
+                        .nth(*nth)
+                        .is_some_and(|m| m.conn == target)
             })
-        }
-        Request::Say { room, text } => {
-            let mut rooms = state.rooms.lock().unwrap();
-            let Some(r) = rooms.get_mut(&room) else {
-                return encode_error(id.as_ref(), ErrorCode::NotMember, "not in that room");
-            };
-            let seq = say(r, conn, nick, &room, text);
-            Reply::Say { room, seq }
-        }
-        _ => {
-            return encode_error(
-                id.as_ref(),
-                ErrorCode::BadRequest,
-                "the fake server knows only join and say",
-            );
-        }
-    };
-    ServerMessage::Ok(OkReply { id, reply }).to_json()
-}
-
-/// The fault planned for connection `conn` at room seq `seq`, if any (and
-/// not yet done): its subscriber is the `nth` non-publisher from its
-/// address, once every publisher has spoken.
-fn fault_for(r: &Room, conn: u64, seq: u64) -> Option<(usize, Fault)> {
-    if r.sayers.len() < PUBS as usize || r.held.is_some() {
-        return None;
-    }
-    PLAN.iter()
-        .enumerate()
-        .find(|(at, (_, addr, nth, from))| {
-            !r.done.contains(at)
-                && seq >= *from
-                && r.members
-                    .iter()
-                    .filter(|m| m.peer == IpAddr::V4(*addr) && !r.sayers.contains(&m.conn))
-                    .nth(*nth)
-                    .is_some_and(|m| m.conn == conn)
-        })
-        .map(|(at, (fault, ..))| (at, *fault))
-}
-
-/// Numbers a message and sends it to every member, doing at most one
-/// planned fault per message.
-fn say(r: &mut Room, conn: u64, nick: &str, room: &str, text: String) -> u64 {
-    r.seq += 1;
-    let seq = r.seq;
-    r.sayers.insert(conn);
-    let frame = ServerMessage::Message(ChatMessage {
-        room: room.to_owned(),
-        seq,
-        from: nick.to_owned(),
-        text,
-        ts: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+            .map(|(at, (fault, ..))| (at, *fault))?;
+        done.insert(at);
+        Some(fault)
     })
-    .to_json();
-    let mut faulted = false;
-    let conns: Vec<u64> = r.members.iter().map(|m| m.conn).collect();
-    for target in conns {
-        let fault = if faulted {
-            None
-        } else {
-            fault_for(r, target, seq)
-        };
-        let Some(m) = r.members.iter().find(|m| m.conn == target) else {
-            continue;
-        };
-        let out = m.out.clone();
-        if let Some((at, fault)) = fault {
-            faulted = true;
-            r.done.insert(at);
-            match fault {
-                Fault::Drop => {}
-                Fault::Duplicate => {
-                    let _ = out.unbounded_send(frame.clone());
-                    let _ = out.unbounded_send(frame.clone());
-                }
-                Fault::Swap => {
-                    r.held = Some(Held {
-                        target,
-                        from: conn,
-                        seq,
-                        frame: frame.clone(),
-                    });
-                }
-            }
-            continue;
-        }
-        let _ = out.unbounded_send(frame.clone());
-        let release = r
-            .held
-            .as_ref()
-            .is_some_and(|h| h.target == target && h.from == conn && h.seq != seq);
-        if release && let Some(h) = r.held.take() {
-            let _ = out.unbounded_send(h.frame);
-        }
-    }
-    seq
 }
 
 // ---------------------------------------------------------------------------
@@ -397,7 +157,7 @@ fn say(r: &mut Room, conn: u64, nick: &str, room: &str, text: String) -> u64 {
 /// made and acknowledged once over both workers.
 #[test]
 fn workers_merge_loss_duplicates_and_reordering_exactly() {
-    let server = FakeServer::start();
+    let server = fake_server();
     let (subs, pubs, rate, duration) = (
         SUBS.to_string(),
         PUBS.to_string(),

@@ -4,6 +4,11 @@
 
 use std::time::Duration;
 
+// The fake server of the load tester's accounting tests; the chat tests,
+// which include this module too, do not use it.
+#[allow(dead_code)]
+pub mod fake;
+
 use natter_server::{Config, Server, ServerHandle};
 
 /// Longest the server may take to stop.
