@@ -86,6 +86,19 @@ pub enum ParentLine {
     Finish(u64),
 }
 
+/// How long past the run's deadline a worker may take to report: it stops
+/// by itself then (stuck connecting, or publishing into a stalled server)
+/// and reports what it has, as one process would.
+pub const WORKER_MARGIN: Duration = Duration::from_secs(5);
+
+/// A worker's last line: everything it measured, raw, for the parent.
+pub fn report_state(state: &impl Serialize) {
+    match serde_json::to_value(state) {
+        Ok(v) => emit(&WorkerLine::State(v)),
+        Err(e) => eprintln!("natter load worker: cannot encode the state: {e}"),
+    }
+}
+
 /// Writes one line to the parent. A parent gone away makes the worker's
 /// stdin end too, which stops it; nothing to do here.
 pub fn emit(line: &WorkerLine) {

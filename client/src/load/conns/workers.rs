@@ -23,7 +23,9 @@ use crate::load::report::{Findings, Report, count};
 use crate::load::series::SeriesState;
 use crate::load::stats::lock;
 use crate::load::sys::{self, CpuSnapshot};
-use crate::load::workers::{Failure, Link, ParentLine, WorkerLine, Workers, decode, emit};
+use crate::load::workers::{
+    Failure, Link, ParentLine, WORKER_MARGIN, WorkerLine, Workers, decode, emit, report_state,
+};
 
 /// How often a worker reports while it holds.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -42,17 +44,12 @@ pub async fn worker(c: Arc<Conns>, deadline: Duration, findings: Findings) -> Ex
     lock(&c.marks).tester_rss_before = sys::rss_bytes(std::process::id());
     let end = c
         .ctx
-        // The run's own deadline, and a moment for the parent's `finish`:
-        // a worker stuck connecting stops by itself and reports.
-        .run_bounded(deadline + Duration::from_secs(5), work(c.clone(), &link))
+        .run_bounded(deadline + WORKER_MARGIN, work(c.clone(), &link))
         .await
         .unwrap_or_else(net::unix_micros);
     let mut state = c.state(end);
     state.warnings = findings.warnings;
-    match serde_json::to_value(&state) {
-        Ok(v) => emit(&WorkerLine::State(v)),
-        Err(e) => eprintln!("natter load worker: cannot encode the state: {e}"),
-    }
+    report_state(&state);
     c.close().await;
     ExitCode::SUCCESS
 }

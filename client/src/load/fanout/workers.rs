@@ -33,7 +33,8 @@ use crate::load::report::{Findings, Report, count};
 use crate::load::series::{CpuSources, Series};
 use crate::load::sys::CpuSnapshot;
 use crate::load::workers::{
-    Failure, Link, ParentLine, WorkerLine, WorkerSpec, Workers, decode, emit,
+    Failure, Link, ParentLine, WORKER_MARGIN, WorkerLine, WorkerSpec, Workers, decode, emit,
+    report_state,
 };
 
 /// How often a worker reports its counters.
@@ -77,10 +78,6 @@ pub async fn worker(
 ) -> ExitCode {
     let link = Link::start();
     let f = Fanout::new(ctx.clone(), p, spec.origin_us, false);
-    // The run's own deadline (and a moment for the parent's `finish` to
-    // arrive first): a worker stuck connecting, or publishing into a
-    // stalled server, stops by itself and reports what it has, as one
-    // process would.
     let limit = deadline + WORKER_MARGIN;
     let end = ctx
         .run_bounded(limit, work(f.clone(), &link))
@@ -88,10 +85,7 @@ pub async fn worker(
         .unwrap_or_else(net::unix_micros);
     let mut state = f.state(end);
     state.warnings = findings.warnings;
-    match serde_json::to_value(&state) {
-        Ok(v) => emit(&WorkerLine::State(v)),
-        Err(e) => eprintln!("natter load worker: cannot encode the state: {e}"),
-    }
+    report_state(&state);
     f.close().await;
     ExitCode::SUCCESS
 }
@@ -128,9 +122,6 @@ async fn work(f: Arc<Fanout>, link: &Link) -> u64 {
     let _ = natter_runtime::timeout(WORKER_MARGIN, f.await_publishers(publishers)).await;
     end
 }
-
-/// How long past the run's deadline a worker may take to report.
-const WORKER_MARGIN: Duration = Duration::from_secs(5);
 
 /// The parent of a `fanout --workers N` run.
 pub struct Parent<'a> {
