@@ -3,7 +3,7 @@
 //! the session ([`super::session`]) share, and the small helpers they all
 //! use. Each of those files adds its own `impl Cluster` block.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -80,12 +80,10 @@ pub(crate) struct Cluster {
     /// creates, so that a room re-created after Redis lost its data gets
     /// an epoch no client has seen.
     pub(super) epoch_prefix: String,
-    /// The command connection while the broker is reachable; `None` while
-    /// it is not (requests then fail at once).
+    /// The command connection while the node serves (the broker is
+    /// reachable and the node holds its lease); `None` while it does not:
+    /// requests then fail at once, and upgrades and `/healthz` get 503.
     pub(super) link: RwLock<Option<MultiplexedConnection>>,
-    /// Whether the node serves: the broker is reachable and the node holds
-    /// its lease. Read by the handshake (503 while not) and `/healthz`.
-    pub(super) up: AtomicBool,
     /// Local connections and the rooms they follow, behind the node's lock.
     pub(super) local: Mutex<Local>,
     /// Bumped each time the bus subscription is re-established: a request
@@ -121,8 +119,12 @@ pub(super) struct Link {
 impl Cluster {
     /// Whether the node serves (the broker is reachable).
     pub(crate) fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
+        self.link
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
+
     /// The command connection, or why there is none.
     pub(super) fn link(&self) -> Result<MultiplexedConnection, BrokerError> {
         self.link

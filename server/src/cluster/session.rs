@@ -11,7 +11,7 @@
 //! until someone looks.
 
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -64,7 +64,6 @@ impl Cluster {
             token: format!("{:016x}", fastrand::u64(..)),
             epoch_prefix: format!("{:08x}", fastrand::u32(..)),
             link: RwLock::new(None),
-            up: AtomicBool::new(false),
             local: Mutex::new(Local::default()),
             generation: AtomicU64::new(0),
             markers: AtomicU64::new(1),
@@ -173,12 +172,10 @@ impl Cluster {
     /// Serving begins: upgrades are accepted and requests reach the broker.
     fn go_live(&self, conn: &MultiplexedConnection) {
         *self.link.write().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
-        self.up.store(true, Ordering::Release);
     }
 
     /// Serving stops: upgrades get 503 and requests fail at once.
     fn go_dark(&self) {
-        self.up.store(false, Ordering::Release);
         *self.link.write().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
