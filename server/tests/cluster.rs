@@ -647,3 +647,43 @@ fn a_node_that_cannot_reach_its_broker_exits_1_before_listening() {
         exited.status
     );
 }
+
+/// `--max-rooms` bounds the empty rooms of the whole cluster (guarantee
+/// 7): a room emptied on one node counts against a room emptied on
+/// another, the least recently emptied goes, and a room created again
+/// comes back with a new epoch, so `since` recovery says "incomplete".
+#[test]
+fn empty_rooms_past_max_rooms_are_forgotten_cluster_wide_with_a_new_epoch_after() {
+    let redis = Redis::start();
+    let nodes = start_nodes(&redis, 2, &["--max-rooms", "1"]);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    block_on(async {
+        let mut alice = connect(a, "alice").await;
+        let first = alice.ok(join("first")).await;
+        let old_epoch = epoch_of(&first);
+        say(&mut alice, "first", "one").await;
+        say(&mut alice, "first", "two").await;
+        alice.ok(leave("first")).await;
+
+        // Emptied later, on the other node: now two empty rooms, one kept.
+        let mut bob = connect(b, "bob").await;
+        let second = bob.ok(join("second")).await;
+        say(&mut bob, "second", "three").await;
+        bob.ok(leave("second")).await;
+
+        let mut carol = connect(b, "carol").await;
+        let back = carol.ok(join_since("first", 2, &old_epoch)).await;
+        assert_eq!(back["seq"], 0, "forgotten, so created afresh: {back}");
+        assert_ne!(epoch_of(&back), old_epoch, "a new epoch: {back}");
+        assert_eq!(back["complete"], false, "a different epoch: {back}");
+        assert_eq!(history(&back, "first"), Vec::<Said>::new(), "{back}");
+
+        // The room emptied last was kept, numbering and epoch intact.
+        let mut dave = connect(a, "dave").await;
+        let kept = dave.ok(join_since("second", 0, &epoch_of(&second))).await;
+        assert_eq!(kept["seq"], 1, "{kept}");
+        assert_eq!(epoch_of(&kept), epoch_of(&second), "{kept}");
+        assert_eq!(kept["complete"], true, "{kept}");
+        assert_eq!(history(&kept, "second").len(), 1, "{kept}");
+    });
+}
